@@ -1,0 +1,1 @@
+"""Training entry points (FlashI2V / Uniworld-OSP2.0 objective) built on uniworld_core."""

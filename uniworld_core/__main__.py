@@ -1,0 +1,105 @@
+"""Command line: `python -m uniworld_core generate ...` (see --help)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from .attention import get_attention
+from .checkpoints import load_dit, load_vae
+from .demo import TINY_NOTICE, tiny_context, tiny_stack
+from .device import pick_device, resolve_dtype
+from .errors import UniWorldError
+from .media import av_available, demo_image, load_image, save_mp4, save_webp
+from .pipeline import VideoSettings, decode_frames, generate_latents
+from .progress import print_progress
+from .sampler import SamplerSettings
+
+# Defaults per mode: the report's settings for real weights, a quick run for tiny.
+REAL_DEFAULTS = dict(width=832, height=480, frames=49, steps=50)
+TINY_DEFAULTS = dict(width=160, height=96, frames=17, steps=8)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m uniworld_core")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="image (+ context features) -> stylized video")
+    gen.add_argument("--preset", choices=["tiny"], help="random-weight demo model (default "
+                     "when no --dit is given)")
+    gen.add_argument("--dit", help="DiT weights (.safetensors/.pt; official, ComfyUI or diffusers keys)")
+    gen.add_argument("--vae", help="Wan2.1 VAE weights")
+    gen.add_argument("--context", help="safetensors with 'context' [1,L,text_dim] and optionally "
+                     "'negative_context' (text/VLM features)")
+    gen.add_argument("--image", help="conditioning image (default: a procedural test picture)")
+    gen.add_argument("--out", default="outputs/uniworld.webp", help="output .webp path "
+                     "(an .mp4 is written beside it when PyAV is installed)")
+    for name in ("width", "height", "frames", "steps"):
+        gen.add_argument(f"--{name}", type=int)
+    gen.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale")
+    gen.add_argument("--shift", type=float, default=7.0, help="flow-matching time shift")
+    gen.add_argument("--fourier-ratio", type=float, default=0.1, help="low-frequency energy ratio")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--fps", type=int, default=16)
+    gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, npu")
+    gen.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16")
+    gen.add_argument("--attention", default="auto", help="auto, sdpa, flash_attn, sage, npu")
+    return parser
+
+
+def _models(args, device, dtype, attention):
+    if args.dit is None:
+        print(TINY_NOTICE)
+        dit, vae = tiny_stack(args.seed, device, dtype, attention)
+        context, negative = tiny_context(dit.cfg.text_dim, dit.cfg.text_len, args.seed)
+        return dit, vae, context, negative
+    if args.vae is None or args.context is None:
+        raise UniWorldError("--dit without --vae/--context", "all three files for real weights",
+                            "Text/VLM encoding arrives with the conditioning nodes; until then "
+                            "pass precomputed features with --context.")
+    dit = load_dit(args.dit, device, dtype, attention)
+    vae = load_vae(args.vae, device, torch.float32 if device.type == "cpu" else dtype)
+    features = load_file(args.context)
+    return dit, vae, features["context"], features.get("negative_context")
+
+
+def generate_command(args: argparse.Namespace) -> Path:
+    defaults = TINY_DEFAULTS if args.dit is None else REAL_DEFAULTS
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    device = pick_device(args.device)
+    dtype = resolve_dtype(args.precision, device)
+    dit, vae, context, negative = _models(args, device, dtype, get_attention(args.attention, device))
+    image = load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
+    video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
+    sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio)
+    started = time.perf_counter()
+    latents = generate_latents(dit, vae, image, context, negative, video, sampler,
+                               progress=print_progress("sampling"))
+    frames = decode_frames(vae, latents, progress=print_progress("decoding"))
+    out = save_webp(frames, Path(args.out).with_suffix(".webp"), args.fps)
+    print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) "
+          f"in {time.perf_counter() - started:.1f} s on {device}")
+    if av_available():
+        print(f"wrote {save_mp4(frames, out.with_suffix('.mp4'), args.fps)}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            generate_command(args)
+    except UniWorldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Images in, videos out: loading, resizing, a procedural demo image, WEBP/MP4 writing.
+
+Frames travel as float tensors [T, H, W, 3] in 0..1 (ComfyUI's IMAGE layout).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+MIN_IMAGE_SIDE = 16
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Read an image file as [H, W, 3] float in 0..1."""
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"'{path}' could not be read as an image ({exc})",
+                         "a PNG, JPEG or WEBP file") from exc
+    return torch.from_numpy(rgb)
+
+
+def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """[H, W, 3] in 0..1 -> [1, 3, height, width] in [-1, 1]: scale to cover, centre-crop.
+
+    Resizing is bicubic with antialiasing, as the official pipeline does.
+    """
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise InputError(f"an image of shape {tuple(image.shape)}", "[height, width, 3] RGB")
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise InputError(f"an image of {w}x{h} pixels",
+                         f"at least {MIN_IMAGE_SIDE} pixels on each side",
+                         "Use a larger conditioning image.")
+    scale = max(width / w, height / h)
+    new_h, new_w = max(height, math.ceil(h * scale)), max(width, math.ceil(w * scale))
+    x = image.permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    x = x[:, :, top:top + height, left:left + width].clamp(0, 1)
+    return x * 2 - 1
+
+
+def video_to_frames(video: torch.Tensor) -> torch.Tensor:
+    """[1, 3, T, H, W] in [-1, 1] -> [T, H, W, 3] in 0..1."""
+    return ((video[0].permute(1, 2, 3, 0).float() + 1) / 2).clamp(0, 1)
+
+
+def demo_image(width: int, height: int, seed: int = 0) -> torch.Tensor:
+    """A procedural test picture (soft discs on a gradient), [H, W, 3] in 0..1."""
+    gen = torch.Generator().manual_seed(seed)
+    ys = torch.linspace(0, 1, height)[:, None]
+    xs = torch.linspace(0, 1, width)[None, :]
+    img = torch.stack([0.2 + 0.6 * xs.expand(height, width), 0.3 + 0.4 * ys.expand(height, width),
+                       torch.full((height, width), 0.6)], dim=-1)
+    for _ in range(4):
+        cx, cy, r = torch.rand(3, generator=gen).tolist()
+        colour = torch.rand(3, generator=gen)
+        dist = ((xs - cx) ** 2 + ((ys - cy) * height / width) ** 2).sqrt()
+        alpha = torch.sigmoid((0.08 + 0.15 * r - dist) * 60)[..., None]
+        img = img * (1 - alpha) + colour * alpha
+    return img.clamp(0, 1)
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def save_webp(frames: torch.Tensor, path: str | Path, fps: int = 16) -> Path:
+    """Write [T, H, W, 3] frames as an animated, looping WEBP."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in _to_uint8(frames)]
+    images[0].save(path, format="WEBP", save_all=True, append_images=images[1:],
+                   duration=round(1000 / fps), loop=0, lossless=False, quality=90)
+    return path
+
+
+def av_available() -> bool:
+    """Whether the optional PyAV package is installed (needed for MP4)."""
+    return importlib.util.find_spec("av") is not None
+
+
+def save_mp4(frames: torch.Tensor, path: str | Path, fps: int = 16) -> Path:
+    """Write [T, H, W, 3] frames as H.264 MP4 (requires PyAV)."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = _to_uint8(frames)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = data.shape[1] // 2 * 2, data.shape[2] // 2 * 2
+        stream.pix_fmt = "yuv420p"
+        for frame in data:
+            crop = np.ascontiguousarray(frame[:stream.height, :stream.width])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")))
+        container.mux(stream.encode())
+    return path
