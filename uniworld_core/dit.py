@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import AttentionFn, sdpa_attention
 from .config import DiTConfig
+from .device import float64_supported
 from .errors import InputError
 from .flashi2v import LearnableProj, fourier_embedding
 from .rope import apply_rope, rope_tables
@@ -39,12 +40,12 @@ def _linear_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal [cos | sin] embedding of timesteps in [0, 1000], computed in float64."""
+    """Sinusoidal [cos | sin] embedding of timesteps in [0, 1000], in float64 where supported."""
     half = dim // 2
-    position = t.detach().to("cpu", torch.float64)
-    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64) / half)
-    angles = torch.outer(position, freqs)
-    return torch.cat([angles.cos(), angles.sin()], dim=1).float().to(t.device)
+    wide = torch.float64 if float64_supported(t.device) else torch.float32
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=wide, device=t.device) / half)
+    angles = torch.outer(t.detach().to(wide), freqs)
+    return torch.cat([angles.cos(), angles.sin()], dim=1).float()
 
 
 class RMSNorm(nn.Module):
