@@ -57,7 +57,8 @@ def _time(fn, device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=CONFIGS, default="tiny")
     parser.add_argument("--grid", help="latent frames,height,width (default per config; "
                         "480x832x49 frames is 13,60,104)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from PIL import Image
 
@@ -50,10 +51,8 @@ def test_progress_hook_sees_every_step_and_can_interrupt():
         if done == 2:
             raise Interrupted("stop")
 
-    try:
+    with pytest.raises(Interrupted):
         generate_latents(dit, vae, image, context, negative, VIDEO, SamplerSettings(steps=5), hook)
-    except Interrupted:
-        pass
     assert [s[:2] for s in seen] == [(1, 5), (2, 5)]
     assert seen[0][2] == (1, 16, 3, 6, 8)
 
