@@ -18,7 +18,7 @@ import time
 import torch
 from diffusers import WanTransformer3DModel
 
-from uniworld_core.checkpoints import official_dit_state
+from uniworld_core.checkpoints import official_state
 from uniworld_core.config import DiTConfig
 from uniworld_core.device import DTYPES, cast_model
 from uniworld_core.dit import WanDiT
@@ -82,7 +82,7 @@ def main() -> None:
             torch.nn.init.normal_(p, std=0.02)
     theirs = theirs.to(device, dtype).eval()
     ours = WanDiT(DiTConfig(dim=dim, ffn_dim=ffn, num_heads=heads, num_layers=layers, flashi2v=False))
-    ours.load_state_dict(official_dit_state(theirs.state_dict()), strict=True)
+    ours.load_state_dict(official_state(theirs.state_dict()), strict=True)
     ours = cast_model(ours.eval(), dtype, device)
 
     x = torch.randn(1, 16, *grid, device=device, dtype=dtype)

@@ -13,7 +13,7 @@ from conftest import relative_error
 
 diffusers = pytest.importorskip("diffusers")
 
-from uniworld_core.checkpoints import official_dit_state, official_vae_state  # noqa: E402
+from uniworld_core.checkpoints import official_state  # noqa: E402
 from uniworld_core.config import DiTConfig, VAEConfig  # noqa: E402
 from uniworld_core.dit import WanDiT  # noqa: E402
 from uniworld_core.vae import WanVAE  # noqa: E402
@@ -42,7 +42,7 @@ def test_dit_matches_diffusers(heads, head_dim, layers, batch, grid):
     _randomize(theirs, seed=1)
     ours = WanDiT(DiTConfig(dim=dim, ffn_dim=ffn, num_heads=heads, num_layers=layers,
                             freq_dim=freq_dim, text_dim=text_dim, text_len=7, flashi2v=False)).eval()
-    ours.load_state_dict(official_dit_state(theirs.state_dict()), strict=True)
+    ours.load_state_dict(official_state(theirs.state_dict()), strict=True)
 
     x = torch.randn(batch, 16, *grid)
     t = torch.tensor([999.0, 312.5][:batch])
@@ -60,7 +60,7 @@ def vae_pair():
     theirs = diffusers.AutoencoderKLWan(base_dim=8, z_dim=16).eval()
     _randomize(theirs, seed=2, scale=0.02)
     ours = WanVAE(VAEConfig(base_dim=8)).eval()
-    ours.load_state_dict(official_vae_state(theirs.state_dict()), strict=True)
+    ours.load_state_dict(official_state(theirs.state_dict()), strict=True)
     return theirs, ours
 
 

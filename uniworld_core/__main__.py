@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -11,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from .attention import get_attention
-from .checkpoints import load_dit, load_vae
+from .checkpoints import convert_file, inspect_file, load_dit, load_vae
 from .demo import TINY_NOTICE, tiny_context, tiny_stack
-from .device import pick_device, resolve_dtype
+from .device import DTYPES, pick_device, resolve_dtype
 from .errors import UniWorldError
 from .media import av_available, demo_image, load_image, save_mp4, save_webp
 from .pipeline import VideoSettings, decode_frames, generate_latents
@@ -48,7 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, npu")
     gen.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16")
     gen.add_argument("--attention", default="auto", help="auto, sdpa, flash_attn, sage, npu")
+    ins = sub.add_parser("inspect", help="say what a weight file is (format, kind, config, dtypes)")
+    ins.add_argument("file")
+    ins.add_argument("--json", action="store_true", help="print the report as JSON")
+    conv = sub.add_parser("convert", help="rewrite a DiT/VAE file as one official-layout safetensors")
+    conv.add_argument("file")
+    conv.add_argument("out")
+    conv.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"])
     return parser
+
+
+def inspect_command(args: argparse.Namespace) -> None:
+    report = inspect_file(args.file)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    for key, value in report.items():
+        if isinstance(value, list) and len(value) > 8:
+            value = f"{len(value)}: {value[:8]} ..."
+        print(f"{key:>16}: {value}")
+
+
+def convert_command(args: argparse.Namespace) -> None:
+    out = convert_file(args.file, args.out, DTYPES[args.dtype])
+    print(f"wrote {out} ({inspect_file(out)['kind']}, {args.dtype}, official keys)")
 
 
 def _models(args, device, dtype, attention):
@@ -93,8 +117,8 @@ def generate_command(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "generate":
-            generate_command(args)
+        {"generate": generate_command, "inspect": inspect_command,
+         "convert": convert_command}[args.command](args)
     except UniWorldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,118 +1,307 @@
-"""Reading weight files into official-layout state dicts and ready models.
+"""The loader registry: any supported weight file -> a ready model and a description.
 
-Safetensors are read lazily; `.pt/.pth` only through
-`torch.load(weights_only=True)`, so no file can run code. Models are built on
-the meta device and take the file's tensors directly (`assign=True`), so a
-checkpoint is never held twice in memory.
+    loaded = load("wan2.1_flashi2v_14B_fp8_scaled.safetensors", expect="dit")
+    loaded.model, loaded.description  # "FlashI2V DiT, 14B config (40 layers, dim 5120), ..."
+
+The kind is decided from the tensors (see detect.py). Models are built on the
+meta device and receive the file's tensors one at a time, cast as they
+arrive, so loading never holds two copies of the weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import save_file
+from torch import nn
 
 from .attention import AttentionFn, sdpa_attention
-from .config import infer_dit_config, infer_vae_config
-from .device import cast_model
+from .config import DIT_PRESETS, infer_dit_config, infer_vae_config
+from .detect import Identified, identify
+from .device import cast_model, keeps_fp32
 from .dit import WanDiT
 from .errors import CheckpointError
-from .keymaps import diffusers_dit_to_official, diffusers_vae_to_official, strip_prefix
+from .files import WeightFile, in_memory, open_weights
+from .flashi2v import reset_fourier_embedding
+from .quant import FP8_DTYPES, install_fp8_linears
+from .umt5 import build_umt5
 from .vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WanVAE, _stat
 
-DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
-VAE_PREFIXES = ("first_stage_model.", "vae.")
-_NESTED_KEYS = ("state_dict", "model", "module", "ema")
+# What each loader accepts, and why the look-alikes are refused.
+ACCEPTS = {"dit": ("flashi2v_dit", "wan_t2v_dit"), "vae": ("wan21_vae",), "umt5": ("umt5",)}
+REFUSALS = {
+    "wan_i2v_dit": "Wan2.1 I2V concatenates the image latents to the input (36 channels) and uses CLIP "
+                   "image features; FlashI2V/Uniworld-OSP2.0 shifts latents instead, so its DiT has 16 "
+                   "input channels. Use a FlashI2V or Uniworld-OSP2.0 DiT file.",
+    "wan22_dit": "Wan2.2 TI2V DiTs take 48-channel latents of the Wan2.2 VAE; this pack runs the "
+                 "Wan2.1-based FlashI2V model. Use a FlashI2V or Uniworld-OSP2.0 DiT file.",
+    "wan22_vae": "the Wan2.2 VAE has 48 latent channels; FlashI2V/Uniworld-OSP2.0 uses the Wan2.1 VAE "
+                 "(16 channels, e.g. wan_2.1_vae.safetensors).",
+    "lora": "a LoRA only holds low-rank updates, not a whole model; load a base model and apply the "
+            "LoRA on top of it.",
+}
+DROPPED_KEYS = ("scaled_fp8",)  # markers of ComfyUI's scaled-fp8 files
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors or .pt/.pth file (unwrapping {'state_dict': ...} nesting)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no file at '{path}'", "an existing weight file",
-                              "Check the path or the ComfyUI models folder.")
-    if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError
-            raise CheckpointError(f"'{path.name}' is not a plain tensor file ({exc})",
-                                  "a state dict saved with torch.save",
-                                  "Convert it to safetensors with trusted tools first.") from exc
-    else:
-        try:
-            state = load_file(path)
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"'{path.name}' is not a readable safetensors file ({exc})",
-                                  "a complete .safetensors file",
-                                  "Re-download or re-export the file.") from exc
-    while isinstance(state, Mapping) and len(state) == 1 and next(iter(state)) in _NESTED_KEYS:
-        state = next(iter(state.values()))
-    for key in _NESTED_KEYS:  # e.g. {'model': {...}, 'optimizer': {...}}
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"'{path.name}' holds no flat tensor dictionary",
-                              "a state dict of tensors")
-    return dict(state)
+@dataclass
+class Loaded:
+    """A model ready to run, with a one-line description and any warnings."""
+
+    model: nn.Module
+    kind: str
+    description: str
+    warnings: list[str] = field(default_factory=list)
 
 
-def official_dit_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename ComfyUI-prefixed or diffusers DiT keys to the official layout."""
-    state = strip_prefix(state, DIT_PREFIXES)
-    if "condition_embedder.time_proj.weight" in state:
-        state = diffusers_dit_to_official(state)
+def _check_kind(ident: Identified, expect: str | None, path: Path) -> None:
+    if ident.kind in REFUSALS:
+        raise CheckpointError(f"'{path.name}' is a {ident.kind_name}", _expected(expect),
+                              REFUSALS[ident.kind])
+    if ident.kind == "unknown":
+        raise CheckpointError(f"'{path.name}' holds {len(ident.names)} tensors of no known model "
+                              f"(e.g. {sorted(ident.names)[:3]})", _expected(expect),
+                              "Check that this is a DiT, VAE or text-encoder file.")
+    if expect is not None and ident.kind not in ACCEPTS[expect]:
+        raise CheckpointError(f"'{path.name}' is a {ident.kind_name}", _expected(expect),
+                              "Pick the file in the matching loader.")
+
+
+def _expected(expect: str | None) -> str:
+    return {"dit": "a FlashI2V / Wan2.1 T2V DiT", "vae": "a Wan2.1 VAE", "umt5": "a umT5 encoder",
+            None: "a FlashI2V DiT, Wan2.1 VAE or umT5 encoder"}[expect]
+
+
+def _dense(wf: WeightFile, ident: Identified, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor in `dtype`, fp8 storage dequantised with its per-tensor scale."""
+    tensor = wf.get(ident.names[name])
+    if tensor.dtype in FP8_DTYPES:
+        scale_key = name.rsplit(".", 1)[0] + ".scale_weight"
+        scale = wf.get(ident.names[scale_key]).float() if scale_key in ident.names else 1.0
+        return (tensor.float() * scale).to(dtype)
+    return tensor.to(dtype)
+
+
+def _stream_state(wf: WeightFile, ident: Identified, model: nn.Module, dtype: torch.dtype,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """Official name -> tensor, cast per tensor under the dtype policy; fp8 linears stay fp8."""
+    wanted = set(model.state_dict())
+    state = {}
+    for name in ident.names:
+        if name not in wanted:
+            continue  # reported by the strict check below (scale keys of dense layers are dropped)
+        raw_dtype = wf.infos[ident.names[name]].dtype
+        if raw_dtype in FP8_DTYPES and name.endswith(".weight") and _is_fp8_linear(model, name):
+            state[name] = wf.get(ident.names[name]).to(device)
+        else:
+            target = torch.float32 if keeps_fp32(name) or name.endswith("scale_weight") else dtype
+            state[name] = _dense(wf, ident, name, target).to(device)
     return state
 
 
-def official_vae_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename diffusers VAE keys to the official layout."""
-    state = strip_prefix(state, VAE_PREFIXES)
-    if "encoder.conv_in.weight" in state:
-        per_stage = {k.split(".")[4] for k in state if k.startswith("decoder.up_blocks.0.resnets.")}
-        state = diffusers_vae_to_official(state, num_res_blocks=len(per_stage) - 1)
-    return state
+def _is_fp8_linear(model: nn.Module, weight_name: str) -> bool:
+    return hasattr(model.get_submodule(weight_name.rsplit(".", 1)[0]), "dequantize")
 
 
-def _load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+def _assign(model: nn.Module, state: dict[str, torch.Tensor], ident: Identified, what: str,
+            allowed_missing: tuple[str, ...] = ()) -> None:
+    expected = model.state_dict()
+    wrong = [f"{k} is {tuple(v.shape)} in the file but {tuple(expected[k].shape)} in the model"
+             for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise CheckpointError(f"tensor sizes that disagree with each other: {'; '.join(wrong[:3])}",
+                              f"every tensor of one {what}",
+                              "The file may be merged from different models, or corrupt.")
     result = model.load_state_dict(state, strict=False, assign=True)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"the {what} weights do not fit: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}", f"a complete {what} state dict",
-            "Check that the file is the right model and not truncated.")
+    unexpected = [k for k in ident.names if k not in model.state_dict()
+                  and not k.endswith((".scale_weight", ".scale_input")) and k not in DROPPED_KEYS]
+    missing = [k for k in result.missing_keys
+               if not k.startswith(allowed_missing) and not k.endswith(".scale_weight")]
+    if missing or unexpected:
+        raise CheckpointError(f"the {what} weights do not fit the model inferred from their shapes: "
+                              f"missing {missing[:4]}, unexpected {unexpected[:4]}",
+                              f"a complete {what} state dict",
+                              "The file may be truncated, merged or from another model.")
 
 
-def build_dit(state: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
-              attention: AttentionFn = sdpa_attention, num_heads: int | None = None) -> WanDiT:
-    """A WanDiT built from an official-layout state dict (config inferred from shapes)."""
-    cfg = infer_dit_config(state, num_heads=num_heads)
+def _materialize_rest(model: nn.Module, device: torch.device) -> None:
+    """fp8 files without per-tensor scales: their scale is 1."""
+    for module in model.modules():
+        scale = module._buffers.get("scale_weight")
+        if scale is not None and scale.is_meta:
+            module._buffers["scale_weight"] = torch.ones((), device=device)
+
+
+def _init_flashi2v_modules(model: WanDiT, device: torch.device) -> None:
+    """A T2V file has no FlashI2V modules: create them zero-initialised at the output."""
+    model.fourier_embedding.to_empty(device=device)
+    reset_fourier_embedding(model.fourier_embedding)
+    model.learnable_proj.to_empty(device=device)
+    model.learnable_proj.reset_parameters()
+
+
+def _size_name(cfg) -> str:
+    same = [n for n, c in DIT_PRESETS.items() if (c.dim, c.num_layers) == (cfg.dim, cfg.num_layers)]
+    return same[0] if same else "custom"
+
+
+def _main_dtype(ident: Identified) -> str:
+    return max(ident.dtypes, key=ident.dtypes.get) if ident.dtypes else "?"
+
+
+def _infer(fn, *args, **kwargs):
+    """Config inference on shapes from a possibly corrupt file: any failure is a CheckpointError."""
+    try:
+        return fn(*args, **kwargs)
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, IndexError, ZeroDivisionError, RuntimeError) as exc:
+        raise CheckpointError(f"tensor shapes that do not form a consistent model ({exc})",
+                              "the shapes of a Wan2.1 / FlashI2V model",
+                              "The file may be corrupt or from another model.") from exc
+
+
+def _declared(wf: WeightFile, key: str) -> dict:
+    """Config hints stored in a safetensors header (what `convert` writes)."""
+    try:
+        value = json.loads(wf.metadata.get(key, "{}"))
+    except (TypeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _load_dit(wf: WeightFile, ident: Identified, device: torch.device, dtype: torch.dtype,
+              attention: AttentionFn, num_heads: int | None = None) -> Loaded:
+    declared = _declared(wf, "dit_config")
+    cfg = _infer(infer_dit_config, ident.shapes(wf), num_heads=num_heads or declared.get("num_heads"),
+                 text_len=declared.get("text_len"))
+    cfg = replace(cfg, flashi2v=True)
+    if cfg.in_dim != 16 or cfg.num_layers < 1 or cfg.dim < 1:
+        raise CheckpointError(f"a DiT with {cfg.in_dim} input channels and {cfg.num_layers} blocks",
+                              "a Wan2.1-based DiT with 16 latent channels")
     with torch.device("meta"):
         model = WanDiT(cfg, attention)
-    _load_strict(model, state, "DiT")
-    return cast_model(model.eval(), dtype, device)
+    fp8 = {n for n, s in ident.names.items() if wf.infos[s].dtype in FP8_DTYPES}
+    install_fp8_linears(model, fp8, dtype)
+    state = _stream_state(wf, ident, model, dtype, device)
+    notes = []
+    if ident.kind == "wan_t2v_dit":
+        _assign(model, state, ident, "DiT", ("fourier_embedding.", "learnable_proj."))
+        _init_flashi2v_modules(model, device)
+        notes.append("plain Wan2.1 T2V weights: the FlashI2V modules were created zero-initialised, "
+                     "so this is a base model for FlashI2V training, not an image-to-video model")
+        warnings.warn(notes[-1], stacklevel=3)
+    else:
+        _assign(model, state, ident, "DiT")
+    _materialize_rest(model, device)
+    model = cast_model(model.eval(), dtype, device)
+    description = (f"{ident.kind_name}, {_size_name(cfg)} config ({cfg.num_layers} layers, dim "
+                   f"{cfg.dim}), {_main_dtype(ident)}, {ident.layout} keys")
+    return Loaded(model, ident.kind, description, notes)
 
 
-def build_vae(state: Mapping[str, torch.Tensor], device: torch.device,
-              dtype: torch.dtype) -> WanVAE:
-    """A WanVAE built from an official-layout state dict, with Wan2.1's latent statistics."""
-    cfg = infer_vae_config(state)
+def _load_vae(wf: WeightFile, ident: Identified, device: torch.device, dtype: torch.dtype,
+              attention: AttentionFn, num_heads: int | None = None) -> Loaded:
+    cfg = _infer(infer_vae_config, ident.shapes(wf))
     with torch.device("meta"):
         model = WanVAE(cfg)
-    _load_strict(model, state, "VAE")
-    model.register_buffer("latents_mean", _stat(WAN21_LATENTS_MEAN), persistent=False)
-    model.register_buffer("latents_std", _stat(WAN21_LATENTS_STD), persistent=False)
-    return cast_model(model.eval(), dtype, device)
+    _assign(model, _stream_state(wf, ident, model, dtype, device), ident, "VAE")
+    model.register_buffer("latents_mean", _stat(WAN21_LATENTS_MEAN).to(device), persistent=False)
+    model.register_buffer("latents_std", _stat(WAN21_LATENTS_STD).to(device), persistent=False)
+    model = cast_model(model.eval(), dtype, device)
+    return Loaded(model, ident.kind, f"{ident.kind_name} (base width {cfg.base_dim}), "
+                  f"{_main_dtype(ident)}, {ident.layout} keys")
 
 
-def load_dit(path: str | Path, device: torch.device, dtype: torch.dtype,
+def _load_umt5(wf: WeightFile, ident: Identified, device: torch.device, dtype: torch.dtype,
+               attention: AttentionFn, num_heads: int | None = None) -> Loaded:
+    state = {name: _dense(wf, ident, name, dtype) for name in ident.names
+             if not name.endswith((".scale_weight", ".scale_input")) and name not in DROPPED_KEYS}
+    model = _infer(build_umt5, state, device, dtype)
+    cfg = model.config
+    return Loaded(model, ident.kind, f"{ident.kind_name} ({cfg.num_layers} layers, dim {cfg.d_model}), "
+                  f"{_main_dtype(ident)}, {ident.layout} keys")
+
+
+LOADERS = {"dit": _load_dit, "vae": _load_vae, "umt5": _load_umt5}
+KIND_LOADER = {kind: loader for loader, kinds in ACCEPTS.items() for kind in kinds}
+
+
+def load(path: str | Path, expect: str | None = None, device: torch.device | str = "cpu",
+         dtype: torch.dtype = torch.float32, attention: AttentionFn = sdpa_attention,
+         num_heads: int | None = None) -> Loaded:
+    """Load any supported model file; `expect` ('dit', 'vae', 'umt5') refuses other kinds.
+
+    `num_heads` is only needed for DiTs whose width is not a multiple of Wan's
+    128-wide heads and whose file does not declare a `dit_config`.
+    """
+    wf = open_weights(path)
+    ident = identify(wf)
+    _check_kind(ident, expect, wf.path)
+    loader = LOADERS[KIND_LOADER[ident.kind]]
+    return loader(wf, ident, torch.device(device), dtype, attention, num_heads)
+
+
+def load_dit(path: str | Path, device: torch.device | str, dtype: torch.dtype,
              attention: AttentionFn = sdpa_attention) -> WanDiT:
-    """Load a DiT file (official, ComfyUI-prefixed or diffusers keys)."""
-    return build_dit(official_dit_state(read_state_dict(path)), device, dtype, attention)
+    """Load a DiT file (official, ComfyUI or diffusers keys; fp32/bf16/fp16/fp8)."""
+    return load(path, "dit", device, dtype, attention).model
 
 
-def load_vae(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanVAE:
+def load_vae(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> WanVAE:
     """Load a Wan2.1 VAE file (official or diffusers keys)."""
-    return build_vae(official_vae_state(read_state_dict(path)), device, dtype)
+    return load(path, "vae", device, dtype).model
+
+
+def official_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an in-memory state dict of any supported layout to official keys."""
+    wf = in_memory(state)
+    ident = identify(wf)
+    return {name: wf.get(src) for name, src in ident.names.items()}
+
+
+def inspect_file(path: str | Path) -> dict:
+    """What a file is: format, kind, layout, config, dtypes, size, and key mismatches."""
+    wf = open_weights(path)
+    ident = identify(wf)
+    report = {"file": str(wf.path), "format": wf.format, "kind": ident.kind_name,
+              "layout": ident.layout, "tensors": len(wf.infos), "parameters": wf.num_params,
+              "bytes": wf.nbytes, "dtypes": ident.dtypes, "notes": ident.notes}
+    if ident.kind in REFUSALS:
+        report["refused"] = REFUSALS[ident.kind]
+    elif ident.kind in ("flashi2v_dit", "wan_t2v_dit", "wan21_vae"):
+        dit = ident.kind != "wan21_vae"
+        cfg = _infer(infer_dit_config if dit else infer_vae_config, ident.shapes(wf))
+        with torch.device("meta"):
+            model = WanDiT(replace(cfg, flashi2v=True)) if dit else WanVAE(cfg)
+        expected, present = set(model.state_dict()), set(ident.names)
+        report["config"] = cfg.__dict__
+        report["missing_keys"] = sorted(expected - present)
+        report["unexpected_keys"] = sorted(k for k in present - expected
+                                           if not k.endswith(("scale_weight", "scale_input")))
+    return report
+
+
+def convert_file(path: str | Path, out: str | Path, dtype: torch.dtype,
+                 num_heads: int | None = None) -> Path:
+    """Write a DiT or VAE file as one safetensors file in official key layout and `dtype`."""
+    wf = open_weights(path)
+    ident = identify(wf)
+    _check_kind(ident, None, wf.path)
+    if ident.kind not in ("flashi2v_dit", "wan_t2v_dit", "wan21_vae"):
+        raise CheckpointError(f"'{wf.path.name}' is a {ident.kind_name}", "a DiT or VAE file to convert")
+    metadata = {"format": "pt", "uniworld_kind": ident.kind}
+    if ident.kind != "wan21_vae":
+        declared = _declared(wf, "dit_config")
+        cfg = _infer(infer_dit_config, ident.shapes(wf), num_heads=num_heads or declared.get("num_heads"),
+                     text_len=declared.get("text_len"))
+        metadata["dit_config"] = cfg.to_json()
+    tensors = {name: _dense(wf, ident, name, dtype).contiguous() for name in ident.names
+               if not name.endswith((".scale_weight", ".scale_input")) and name not in DROPPED_KEYS}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata=metadata)
+    return out

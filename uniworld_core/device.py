@@ -75,7 +75,12 @@ def keeps_fp32(parameter_name: str) -> bool:
 def cast_model(model: nn.Module, dtype: torch.dtype, device: torch.device | None = None) -> nn.Module:
     """Move a model to `device` and store its weights in `dtype`, except the fp32 set."""
     for name, param in model.named_parameters():
-        target = torch.float32 if keeps_fp32(name) or not param.is_floating_point() else dtype
+        if param.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            target = param.dtype  # quantised storage stays quantised (see quant.py)
+        elif keeps_fp32(name) or not param.is_floating_point():
+            target = torch.float32
+        else:
+            target = dtype
         param.data = param.data.to(device=device or param.device, dtype=target)
     for buf_name, buf in model.named_buffers():
         if device is not None:

@@ -25,18 +25,19 @@ from .config import DiTConfig
 from .device import float64_supported
 from .errors import InputError
 from .flashi2v import LearnableProj, fourier_embedding
+from .quant import compute_dtype_of, weight_of
 from .rope import apply_rope, rope_tables
 
 
 def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Run a linear layer in its own weight dtype."""
-    return layer(x.to(layer.weight.dtype))
+    """Run a linear layer in its compute dtype (its weight dtype unless quantised)."""
+    return layer(x.to(compute_dtype_of(layer)))
 
 
 def _linear_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """Run a linear layer in float32 whatever its storage dtype."""
     bias = None if layer.bias is None else layer.bias.float()
-    return F.linear(x.float(), layer.weight.float(), bias)
+    return F.linear(x.float(), weight_of(layer, torch.float32), bias)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -115,7 +116,7 @@ class WanBlock(nn.Module):
         y = self.self_attn(self.norm1(x) * (1 + scale1) + shift1, None, attention, rope)
         x = x + y.float() * gate1
         x = x + self.cross_attn(self.norm3(x), context, attention).float()
-        y = self.ffn[2](self.ffn[1](_linear(self.ffn[0], self.norm2(x) * (1 + scale2) + shift2)))
+        y = _linear(self.ffn[2], self.ffn[1](_linear(self.ffn[0], self.norm2(x) * (1 + scale2) + shift2)))
         return x + y.float() * gate2
 
 
@@ -214,7 +215,7 @@ class WanDiT(nn.Module):
         e = _linear_fp32(self.time_embedding[2], F.silu(
             _linear_fp32(self.time_embedding[0], timestep_embedding(t, self.cfg.freq_dim))))
         e0 = _linear_fp32(self.time_projection[1], F.silu(e)).unflatten(1, (6, self.cfg.dim))
-        context = self.text_embedding[2](self.text_embedding[1](
+        context = _linear(self.text_embedding[2], self.text_embedding[1](
             _linear(self.text_embedding[0], context)))
         rope = rope_tables(grid, self.cfg.head_dim, x.device)
 

@@ -49,11 +49,16 @@ def fourier_embedding(in_dim: int, dim: int, patch_size: tuple[int, int, int]) -
         nn.Conv3d(in_dim, dim, kernel_size=patch_size, stride=patch_size),
         nn.Conv3d(dim, dim, kernel_size=1),
     )
+    reset_fourier_embedding(embed)
+    return embed
+
+
+def reset_fourier_embedding(embed: nn.Sequential) -> None:
+    """Xavier input conv, zero output conv: the embedding starts out adding nothing."""
     nn.init.xavier_uniform_(embed[0].weight.flatten(1))
     nn.init.zeros_(embed[0].bias)
     nn.init.zeros_(embed[1].weight)
     nn.init.zeros_(embed[1].bias)
-    return embed
 
 
 def shift_latents(latents: torch.Tensor, start_frame_proj: torch.Tensor) -> torch.Tensor:
