@@ -12,6 +12,7 @@ from test_loading import assert_same_model, tiny_dit, tiny_vae
 
 from uniworld_core.__main__ import main
 from uniworld_core.checkpoints import load
+from uniworld_core.errors import CheckpointError
 
 
 def test_inspect_reports_kind_config_and_dtypes(tmp_path, capsys):
@@ -97,3 +98,16 @@ def test_assert_same_model_is_strict():
         b.blocks[0].ffn[0].weight[0, 0] += 1e-3
     with pytest.raises(AssertionError):
         assert_same_model(b, a)
+
+
+def test_adapter_is_identified_and_sent_to_the_vlm_loader(tmp_path, capsys):
+    adapter = {"fc1.weight": torch.zeros(64, 56), "fc1.bias": torch.zeros(64),
+               "fc2.weight": torch.zeros(64, 64), "fc2.bias": torch.zeros(64)}
+    torch.save({"ema": adapter, "step": 10}, tmp_path / "adapter.pt")
+    main(["inspect", str(tmp_path / "adapter.pt"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "VLM encoder adapter" and "EMA weights" in report["notes"]
+    with pytest.raises(CheckpointError, match="loaded together with its Qwen2.5-VL model"):
+        load(tmp_path / "adapter.pt")
+    with pytest.raises(CheckpointError, match="is a VLM encoder adapter; expected a FlashI2V"):
+        load(tmp_path / "adapter.pt", "dit")

@@ -58,6 +58,10 @@ class Loaded:
 
 
 def _check_kind(ident: Identified, expect: str | None, path: Path) -> None:
+    if ident.kind == "vlm_adapter" and expect is None:
+        raise CheckpointError(f"'{path.name}' is a {ident.kind_name}", _expected(expect),
+                              "An adapter is loaded together with its Qwen2.5-VL model, by the VLM "
+                              "loader, not on its own.")
     if ident.kind in REFUSALS:
         raise CheckpointError(f"'{path.name}' is a {ident.kind_name}", _expected(expect),
                               REFUSALS[ident.kind])
