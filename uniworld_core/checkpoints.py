@@ -27,7 +27,7 @@ from .dit import WanDiT
 from .errors import CheckpointError
 from .files import WeightFile, in_memory, open_weights
 from .flashi2v import reset_fourier_embedding
-from .quant import FP8_DTYPES, install_fp8_linears
+from .quant import FP8_DTYPES, dense_tensor, install_fp8_linears
 from .umt5 import build_umt5
 from .vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WanVAE, _stat
 
@@ -81,12 +81,7 @@ def _expected(expect: str | None) -> str:
 
 def _dense(wf: WeightFile, ident: Identified, name: str, dtype: torch.dtype) -> torch.Tensor:
     """A tensor in `dtype`, fp8 storage dequantised with its per-tensor scale."""
-    tensor = wf.get(ident.names[name])
-    if tensor.dtype in FP8_DTYPES:
-        scale_key = name.rsplit(".", 1)[0] + ".scale_weight"
-        scale = wf.get(ident.names[scale_key]).float() if scale_key in ident.names else 1.0
-        return (tensor.float() * scale).to(dtype)
-    return tensor.to(dtype)
+    return dense_tensor(lambda n: wf.get(ident.names[n]), set(ident.names), name, dtype)
 
 
 def _stream_state(wf: WeightFile, ident: Identified, model: nn.Module, dtype: torch.dtype,

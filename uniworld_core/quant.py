@@ -32,6 +32,16 @@ class Fp8Linear(nn.Linear):
         return F.linear(x, self.dequantize(x.dtype), bias)
 
 
+def dense_tensor(read, names: set[str], name: str, dtype: torch.dtype) -> torch.Tensor:
+    """`read(name)` as `dtype`; fp8 storage is dequantised with its `scale_weight` when present."""
+    tensor = read(name)
+    if tensor.dtype in FP8_DTYPES:
+        scale_name = name.rsplit(".", 1)[0] + ".scale_weight"
+        scale = read(scale_name).float() if scale_name in names else 1.0
+        return (tensor.float() * scale).to(dtype)
+    return tensor.to(dtype)
+
+
 def weight_of(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor:
     """The layer's weight as a dense tensor of `dtype`."""
     if hasattr(layer, "dequantize"):

@@ -108,3 +108,48 @@ def encode_tokens(model, ids: torch.Tensor, mask: torch.Tensor,
         n = min(int(length), text_len)
         out[i, :n] = hidden[i, :n]
     return out.float()
+
+
+def clean_prompt(text: str) -> str:
+    """The official tokenizer's 'whitespace' cleaning: unescape HTML, fix text, collapse spaces."""
+    import html
+
+    try:
+        import ftfy  # optional, as in the official code
+
+        text = ftfy.fix_text(text)
+    except ImportError:
+        pass  # ftfy only repairs mojibake; plain text is unchanged without it
+    text = html.unescape(html.unescape(text))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def load_umt5_tokenizer(folder):
+    """The umT5 tokenizer from a local folder (Hugging Face files)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"no umT5 tokenizer in '{folder}' ({exc.__class__.__name__})",
+                              "a folder with the umT5 tokenizer (spiece.model or tokenizer.json)",
+                              "Use the google/umt5-xxl tokenizer folder that ships with Wan2.1.") from exc
+
+
+class UMT5TextEncoder:
+    """Prompt -> [1, 512, 4096] context for FlashI2V-1.3B (the image is not used)."""
+
+    def __init__(self, model, tokenizer, text_len: int = UMT5_TEXT_LEN,
+                 compute: torch.device | str = "cpu", storage: torch.device | str | None = None):
+        from .offload import Placement
+
+        self.tokenizer, self.text_len = tokenizer, text_len
+        self.placement = Placement(model, compute, storage)
+        self.identity = f"umt5-{model.config.d_model}x{model.config.num_layers}"
+
+    @torch.no_grad()
+    def encode(self, image, prompt: str) -> torch.Tensor:
+        tokens = self.tokenizer([clean_prompt(prompt)], padding="max_length", max_length=self.text_len,
+                                truncation=True, add_special_tokens=True, return_tensors="pt")
+        with self.placement.active() as model:
+            return encode_tokens(model, tokens["input_ids"], tokens["attention_mask"], self.text_len).cpu()
