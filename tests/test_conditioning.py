@@ -312,3 +312,15 @@ def test_umt5_prompt_path_with_a_tokenizer_folder(tmp_path):
     assert count == 7  # 6 words and </s>: cleaning unescaped '&amp;' and collapsed the spaces
     expected = encode_tokens(model, ids["input_ids"], ids["attention_mask"])
     assert torch.allclose(context, expected) and not context[0, count:].any()
+
+
+def test_custom_styles_file(tmp_path):
+    from uniworld_core.styles import CUSTOM_STYLES_FILE, all_styles
+
+    (tmp_path / CUSTOM_STYLES_FILE).write_text(
+        '[{"name": "stained glass", "description": "leaded glass", "prompt": "stained glass style"}]')
+    styles = all_styles([tmp_path])
+    assert len(styles) == 13 and styles["stained glass"].prompt == "stained glass style"
+    (tmp_path / CUSTOM_STYLES_FILE).write_text('[{"description": "no name"}]')
+    with pytest.raises(InputError, match='at least "name" and "prompt"'):
+        all_styles([tmp_path])
