@@ -192,3 +192,57 @@ class WanVAE(nn.Module):
             out[:, :, filled:filled + chunk.shape[2]] = chunk.clamp(-1, 1) if clamp else chunk
             filled += chunk.shape[2]
         return out
+
+    @torch.no_grad()
+    def decode_tiled(self, latents: torch.Tensor, tile: int = 32, overlap: int = 8,
+                     normalized: bool = True, clamp: bool = True,
+                     progress: ProgressHook | None = None) -> torch.Tensor:
+        """Decode in overlapping spatial tiles of `tile` latent pixels, blended linearly.
+
+        Peak memory follows the tile, not the frame size (720p on small cards);
+        tiles are decoded chunk by chunk in time like `decode`.
+        """
+        b, _, t, h, w = latents.shape
+        if tile <= overlap:
+            raise InputError(f"a tile of {tile} with an overlap of {overlap}",
+                             "a tile larger than its overlap")
+        if h <= tile and w <= tile:
+            return self.decode(latents, normalized, clamp, progress)
+        s = self.cfg.spatial_factor
+        frames = 1 + (t - 1) * self.cfg.temporal_factor
+        out = torch.zeros(b, 3, frames, h * s, w * s, device=latents.device)
+        weight = torch.zeros(1, 1, 1, h * s, w * s, device=latents.device)
+        tiles = [(y, x) for y in _tile_starts(h, tile, overlap) for x in _tile_starts(w, tile, overlap)]
+        for n, (y, x) in enumerate(tiles):
+            part = latents[:, :, :, y:y + tile, x:x + tile]
+            ramp = _blend_ramp(part.shape[3], part.shape[4], overlap * s, s, (y > 0, x > 0,
+                               y + tile < h, x + tile < w)).to(latents.device)
+            decoded = self.decode(part, normalized, clamp=False)
+            out[:, :, :, y * s:(y + part.shape[3]) * s, x * s:(x + part.shape[4]) * s] += decoded * ramp
+            weight[:, :, :, y * s:(y + part.shape[3]) * s, x * s:(x + part.shape[4]) * s] += ramp
+            report(progress, n + 1, len(tiles))
+        out /= weight
+        return out.clamp(-1, 1) if clamp else out
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles covering `size`, the last one flush with the end."""
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, tile - overlap))
+    return starts + [size - tile]
+
+
+def _blend_ramp(h: int, w: int, ramp: int, scale: int, edges: tuple[bool, bool, bool, bool]) -> torch.Tensor:
+    """Per-pixel weights rising linearly over `ramp` pixels on the edges shared with other tiles."""
+    def axis(n: int, low: bool, high: bool) -> torch.Tensor:
+        weights = torch.ones(n * scale)
+        steps = torch.arange(1, ramp + 1, dtype=torch.float32) / (ramp + 1)
+        if low:
+            weights[:ramp] = torch.minimum(weights[:ramp], steps)
+        if high:
+            weights[-ramp:] = torch.minimum(weights[-ramp:], steps.flip(0))
+        return weights
+
+    top, left, bottom, right = edges
+    return (axis(h, top, bottom)[:, None] * axis(w, left, right)[None, :]).view(1, 1, 1, h * scale, w * scale)
