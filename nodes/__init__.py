@@ -1,8 +1,8 @@
-"""The thin ComfyUI layer: node classes that call uniworld_core (no model math here).
+"""The thin ComfyUI layer: node classes that call uniworld_core (no model math here)."""
 
-The node families (loaders, encoders, sampler, VAE) are registered here as
-they are built; each module adds its classes to the two mappings.
-"""
+from . import encode, loaders, sampling, vae_nodes
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+_ALL = {**loaders.NODES, **encode.NODES, **sampling.NODES, **vae_nodes.NODES}
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {name: cls for name, (cls, _) in _ALL.items()}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {name: title for name, (_, title) in _ALL.items()}

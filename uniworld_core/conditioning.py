@@ -36,7 +36,9 @@ class StyleSpec:
 
 
 def image_digest(image) -> str:
-    """Content hash of an image (tensor or PIL), independent of object identity."""
+    """Content hash of an image (tensor or PIL), independent of object identity ('' for none)."""
+    if image is None:  # text-only encoders (umT5)
+        return ""
     pil = to_pil(image)
     digest = hashlib.sha256(pil.tobytes())
     digest.update(f"{pil.size}".encode())

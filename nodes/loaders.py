@@ -1,0 +1,195 @@
+"""Loader nodes: DiT, VAE, Qwen2.5-VL + adapter, umT5, LoRA."""
+
+from __future__ import annotations
+
+from ..uniworld_core.attention import available_backends, get_attention
+from ..uniworld_core.checkpoints import load
+from ..uniworld_core.conditioning import Conditioner
+from ..uniworld_core.device import resolve_dtype
+from ..uniworld_core.errors import InputError
+from ..uniworld_core.lora import read_lora
+from ..uniworld_core.umt5 import UMT5TextEncoder, load_umt5_tokenizer
+from ..uniworld_core.vlm import MODES, VLMEncoder, load_adapter, load_vlm
+from . import comfy_env
+from .types import CATEGORY, DIT, TEXT_ENCODER, VAE, DiTHandle, TextEncoderHandle, VAEHandle, spec
+
+PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
+SAME_FOLDER = "(tokenizer in the model folder)"
+COMFY_TOKENIZER = "(ComfyUI's bundled Qwen2.5 tokenizer)"
+
+
+def _precision(name: str):
+    return resolve_dtype(name, comfy_env.compute_device())
+
+
+class UniWorldDiTLoader:
+    DESCRIPTION = ("Loads a FlashI2V / Uniworld-OSP2.0 DiT from models/diffusion_models (safetensors, "
+                   "sharded, .pt, fp8; official, ComfyUI or diffusers keys). The model kind and size are "
+                   "read from the weights; wrong files are refused with an explanation.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (DIT,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The diffusion transformer, ready for the UniWorld Sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "dit_name": spec(comfy_env.list_models("diffusion_models"), "DiT weights in models/diffusion_models.",
+                             model_folder="diffusion_models"),
+            "precision": spec(PRECISIONS, "Compute precision: auto = bf16 on GPUs, fp32 on the CPU. fp8 "
+                              "files keep their fp8 weights either way.", default="auto"),
+            "attention": spec(["auto", "sdpa", "flash_attn", "sage", "npu"],
+                              "Attention kernel: auto picks flash-attn/NPU when installed, else PyTorch SDPA.",
+                              default="auto"),
+        }}
+
+    def load(self, dit_name, precision, attention):
+        device = comfy_env.compute_device()
+        if attention != "auto" and attention not in available_backends():
+            raise InputError(f"the attention backend '{attention}'", f"one of {available_backends()}",
+                             "Install its package or choose auto.")
+        comfy_env.make_room()
+        loaded = load(comfy_env.model_path("diffusion_models", dit_name), "dit", device,
+                      _precision(precision), get_attention(attention, device))
+        return (DiTHandle(loaded.model, loaded.description),)
+
+
+class UniWorldVAELoader:
+    DESCRIPTION = "Loads the Wan2.1 VAE (official .pth, ComfyUI wan_2.1_vae.safetensors, or diffusers)."
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (VAE,)
+    RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The Wan2.1 VAE for encoding the start image and decoding the video.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae_name": spec(comfy_env.list_models("vae", folders=True), "Wan2.1 VAE weights in models/vae.",
+                             model_folder="vae"),
+            "precision": spec(PRECISIONS, "VAE precision: auto = bf16 on GPUs, fp32 on the CPU.",
+                              default="auto"),
+        }}
+
+    def load(self, vae_name, precision):
+        loaded = load(comfy_env.model_path("vae", vae_name), "vae", comfy_env.compute_device(),
+                      _precision(precision))
+        return (VAEHandle(loaded.model, loaded.description),)
+
+
+def _tokenizer_choices() -> list[str]:
+    return [SAME_FOLDER, COMFY_TOKENIZER, *comfy_env.list_tokenizer_folders()]
+
+
+def _tokenizer_folder(choice: str, model_source):
+    if choice == SAME_FOLDER:
+        return model_source if model_source.is_dir() else None
+    if choice == COMFY_TOKENIZER:
+        folder = comfy_env.comfy_qwen_tokenizer_dir()
+        if folder is None:
+            raise InputError("no ComfyUI installation to take the Qwen2.5 tokenizer from",
+                             "a tokenizer folder", "Pick the Qwen2.5-VL-7B-Instruct folder as tokenizer.")
+        return folder
+    return comfy_env.model_path("text_encoders", choice)
+
+
+class UniWorldVLMLoader:
+    DESCRIPTION = ("Loads Qwen2.5-VL-7B-Instruct (a Hugging Face folder or ComfyUI's single file "
+                   "qwen_2.5_vl_7b*.safetensors) and the Uniworld-OSP2.0 encoder adapter.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+    OUTPUT_TOOLTIPS = ("VLM + adapter, for UniWorld VLM Encode.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vlm": spec(comfy_env.list_models("text_encoders", folders=True),
+                        "Qwen2.5-VL-7B-Instruct folder or single file in models/text_encoders.",
+                        model_folder="text_encoders"),
+            "adapter_name": spec(comfy_env.list_models("diffusion_models"),
+                                 "The Uniworld-OSP2.0 encoder adapter (fc1/fc2) in models/diffusion_models.",
+                                 model_folder="diffusion_models"),
+            "tokenizer": spec(_tokenizer_choices(), "Where the tokenizer files are: the model folder, "
+                              "ComfyUI's bundled Qwen2.5 tokenizer, or another folder.", default=SAME_FOLDER),
+            "precision": spec(PRECISIONS, "VLM precision (auto = bf16 on GPUs).", default="auto"),
+            "mode": spec(list(MODES), "official = the released protocol (language model only; needed by "
+                         "the released adapter). full_vision = real image features, for new adapters.",
+                         default="official"),
+            "offload": spec("BOOLEAN", "Keep the 15 GB VLM in CPU RAM between encodings.", default=True),
+        }}
+
+    def load(self, vlm, adapter_name, tokenizer, precision, mode, offload):
+        source = comfy_env.model_path("text_encoders", vlm)
+        dtype = _precision(precision)
+        model, processor = load_vlm(source, dtype, _tokenizer_folder(tokenizer, source))
+        adapter = load_adapter(comfy_env.model_path("diffusion_models", adapter_name),
+                               model.config.text_config.hidden_size)
+        encoder = VLMEncoder(model, processor, adapter, mode, comfy_env.compute_device(),
+                             comfy_env.offload_device() if offload else None)
+        return (TextEncoderHandle(Conditioner(encoder), "vlm", f"Qwen2.5-VL ({mode}) + adapter"),)
+
+
+class UniWorldT5Loader:
+    DESCRIPTION = "Loads umT5-XXL (official .pth, Hugging Face folder or ComfyUI file) for FlashI2V-1.3B."
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+    OUTPUT_TOOLTIPS = ("umT5 text encoder, for UniWorld T5 Encode.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "t5_name": spec(comfy_env.list_models("text_encoders", folders=True),
+                            "umT5 weights (file or folder) in models/text_encoders.", model_folder="text_encoders"),
+            "tokenizer": spec(_tokenizer_choices(), "Folder with the umT5 tokenizer files.",
+                              default=SAME_FOLDER),
+            "precision": spec(PRECISIONS, "Encoder precision (auto = bf16 on GPUs).", default="auto"),
+            "offload": spec("BOOLEAN", "Keep umT5 in CPU RAM between encodings.", default=True),
+        }}
+
+    def load(self, t5_name, tokenizer, precision, offload):
+        source = comfy_env.model_path("text_encoders", t5_name)
+        folder = _tokenizer_folder(tokenizer, source)
+        if folder is None:
+            raise InputError(f"a single umT5 file '{t5_name}' with no tokenizer folder",
+                             "a tokenizer folder", "Pick the folder holding the umT5 tokenizer files.")
+        loaded = load(source, "umt5", "cpu", _precision(precision))
+        encoder = UMT5TextEncoder(loaded.model, load_umt5_tokenizer(folder), compute=comfy_env.compute_device(),
+                                  storage=comfy_env.offload_device() if offload else None)
+        return (TextEncoderHandle(Conditioner(encoder), "umt5", loaded.description),)
+
+
+class UniWorldLoRALoader:
+    DESCRIPTION = ("Adds a LoRA to the DiT (ComfyUI key formats). Chain several; the base model is not "
+                   "modified, the LoRA is applied while sampling.")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = (DIT,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The DiT with this LoRA added.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": spec(DIT, "The DiT (or the output of another LoRA loader)."),
+            "lora_name": spec(comfy_env.list_models("loras"), "LoRA file in models/loras.", model_folder="loras"),
+            "strength": spec("FLOAT", "How strongly the LoRA applies (0 = off, negative inverts).",
+                             default=1.0, min=-4.0, max=4.0, step=0.05),
+        }}
+
+    def apply(self, model, lora_name, strength):
+        if strength == 0:
+            return (model,)
+        patches = read_lora(comfy_env.model_path("loras", lora_name), model.model, strength)
+        return (model.with_lora(patches),)
+
+
+NODES = {"UniWorldDiTLoader": (UniWorldDiTLoader, "UniWorld DiT Loader"),
+         "UniWorldVAELoader": (UniWorldVAELoader, "UniWorld VAE Loader"),
+         "UniWorldVLMLoader": (UniWorldVLMLoader, "UniWorld VLM Loader (Qwen2.5-VL + adapter)"),
+         "UniWorldT5Loader": (UniWorldT5Loader, "UniWorld umT5 Loader"),
+         "UniWorldLoRALoader": (UniWorldLoRALoader, "UniWorld LoRA Loader")}

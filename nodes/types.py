@@ -1,0 +1,72 @@
+"""The objects our nodes pass to each other (custom types carry a UNIWORLD_ prefix)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ..uniworld_core.conditioning import Conditioner, StyleSpec
+from ..uniworld_core.dit import WanDiT
+from ..uniworld_core.lora import LoraPatch, merge_patches
+from ..uniworld_core.vae import WanVAE
+
+DIT, VAE, TEXT_ENCODER = "UNIWORLD_DIT", "UNIWORLD_VAE", "UNIWORLD_TEXT_ENCODER"
+COND, STYLE, FOURIER = "UNIWORLD_COND", "UNIWORLD_STYLE", "UNIWORLD_FOURIER"
+CATEGORY = "UniWorld"
+
+
+@dataclass(frozen=True)
+class DiTHandle:
+    """A loaded DiT plus the LoRA patches to apply while it samples (the model is shared)."""
+
+    model: WanDiT
+    description: str
+    loras: dict[str, list[LoraPatch]] = field(default_factory=dict)
+
+    def with_lora(self, patches: dict[str, list[LoraPatch]]) -> DiTHandle:
+        return replace(self, loras=merge_patches(self.loras, patches))
+
+
+@dataclass(frozen=True)
+class VAEHandle:
+    vae: WanVAE
+    description: str
+
+
+@dataclass(frozen=True)
+class TextEncoderHandle:
+    conditioner: Conditioner
+    kind: str  # "vlm" or "umt5"
+    description: str
+
+
+@dataclass(frozen=True)
+class Condition:
+    """DiT context [1, L, text_dim] and what produced it."""
+
+    context: torch.Tensor
+    prompt: str
+    encoder: str
+
+
+@dataclass(frozen=True)
+class FourierGuidance:
+    energy_ratio: float
+
+
+def spec(kind, tooltip: str, **options):
+    """An input spec with its tooltip (every input of the pack has one)."""
+    return (kind, {**options, "tooltip": tooltip})
+
+
+def size_inputs() -> dict:
+    """Width and height widgets (multiples of 16: 8x VAE, 2x2 patches)."""
+    return {
+        "width": spec("INT", "Width in pixels (multiple of 16).", default=832, min=16, max=4096, step=16),
+        "height": spec("INT", "Height in pixels (multiple of 16).", default=480, min=16, max=4096, step=16),
+    }
+
+
+__all__ = ["StyleSpec", "DiTHandle", "VAEHandle", "TextEncoderHandle", "Condition", "FourierGuidance", "spec",
+           "size_inputs"]

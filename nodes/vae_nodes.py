@@ -1,0 +1,73 @@
+"""VAE nodes: encode frames to Wan latents, decode latents to frames (chunked, optionally tiled)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..uniworld_core.media import fit_image
+from ..uniworld_core.pipeline import VideoSettings, latent_shape
+from . import comfy_env
+from .types import CATEGORY, VAE, size_inputs, spec
+
+
+class UniWorldVAEEncode:
+    DESCRIPTION = ("Encodes frames (an IMAGE batch of 4k+1 frames, or one image) with the Wan2.1 VAE, "
+                   "chunk by chunk, after scaling and centre-cropping them to the size.")
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Wan latents in ComfyUI's raw convention.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": spec(VAE, "The Wan2.1 VAE."),
+            "images": spec("IMAGE", "One image or the frames of a clip (4k+1 of them)."),
+            **size_inputs(),
+        }}
+
+    def encode(self, vae, images, width, height):
+        latent_shape(VideoSettings(width=width, height=height, num_frames=images.shape[0]), vae.vae)
+        device = next(vae.vae.parameters()).device
+        frames = [fit_image(frame, width, height) for frame in images]  # each [1, 3, H, W]
+        video = torch.cat(frames).permute(1, 0, 2, 3)[None].to(device)
+        hook = comfy_env.progress_hook(1 + (images.shape[0] - 1) // 4)
+        return ({"samples": vae.vae.encode(video, normalize=False, progress=hook).cpu()},)
+
+
+class UniWorldVAEDecode:
+    DESCRIPTION = ("Decodes Wan latents to frames one latent frame at a time (memory does not grow with "
+                   "length); optional spatial tiles for large videos on small cards.")
+    CATEGORY = CATEGORY
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("Video frames, for ComfyUI's CreateVideo and SaveVideo.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": spec(VAE, "The Wan2.1 VAE."),
+            "latent": spec("LATENT", "Video latents from the UniWorld Sampler."),
+            "tiled": spec("BOOLEAN", "Decode in overlapping spatial tiles (less VRAM, same look).",
+                          default=False),
+            "tile_size": spec("INT", "Tile size in latent pixels (x8 in the image).", default=32,
+                              min=8, max=512, step=4),
+            "tile_overlap": spec("INT", "Tile overlap in latent pixels, blended linearly.", default=8,
+                                 min=1, max=128),
+        }}
+
+    def decode(self, vae, latent, tiled, tile_size, tile_overlap):
+        samples = latent["samples"].to(next(vae.vae.parameters()).device)
+        hook = comfy_env.progress_hook(samples.shape[2])
+        if tiled:
+            video = vae.vae.decode_tiled(samples, tile_size, tile_overlap, normalized=False)
+        else:
+            video = vae.vae.decode(samples, normalized=False, progress=hook)
+        frames = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+        return (frames.float().cpu(),)
+
+
+NODES = {"UniWorldVAEEncode": (UniWorldVAEEncode, "UniWorld VAE Encode"),
+         "UniWorldVAEDecode": (UniWorldVAEDecode, "UniWorld VAE Decode")}
