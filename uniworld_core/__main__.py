@@ -19,6 +19,7 @@ from .errors import UniWorldError
 from .media import av_available, demo_image, load_image, save_mp4, save_webp
 from .pipeline import VideoSettings, decode_frames, generate_latents
 from .progress import print_progress
+from .quantize import OUR_TYPES, quantize_file
 from .sampler import SamplerSettings
 
 # Defaults per mode: the report's settings for real weights, a quick run for tiny.
@@ -56,7 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("file")
     conv.add_argument("out")
     conv.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"])
+    quant = sub.add_parser("quantize", help="write a DiT as GGUF (Q4_K, Q8_0, ...) or fp8 safetensors")
+    quant.add_argument("file")
+    quant.add_argument("out")
+    quant.add_argument("--type", required=True, choices=OUR_TYPES)
     return parser
+
+
+def quantize_command(args: argparse.Namespace) -> None:
+    out = quantize_file(args.file, args.out, args.type)
+    print(f"wrote {out} ({args.type}, {out.stat().st_size / 2**20:.1f} MiB)")
 
 
 def inspect_command(args: argparse.Namespace) -> None:
@@ -117,8 +127,8 @@ def generate_command(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"generate": generate_command, "inspect": inspect_command,
-         "convert": convert_command}[args.command](args)
+        {"generate": generate_command, "inspect": inspect_command, "convert": convert_command,
+         "quantize": quantize_command}[args.command](args)
     except UniWorldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

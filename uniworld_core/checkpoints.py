@@ -25,9 +25,10 @@ from .detect import Identified, identify
 from .device import cast_model, keeps_fp32
 from .dit import WanDiT
 from .errors import CheckpointError
-from .files import WeightFile, in_memory, open_weights
+from .files import COMPANION_SUFFIXES, WeightFile, in_memory, open_weights
 from .flashi2v import reset_fourier_embedding
-from .quant import FP8_DTYPES, dense_tensor, install_fp8_linears
+from .gguf_quants import BLOCKS
+from .quant import FP8_DTYPES, install_fp8_linears, install_gguf_layers
 from .umt5 import build_umt5
 from .vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WanVAE, _stat
 
@@ -57,6 +58,20 @@ class Loaded:
     warnings: list[str] = field(default_factory=list)
 
 
+def _check_gguf(wf: WeightFile) -> None:
+    arch = wf.metadata.get("general.architecture")
+    if wf.format == "gguf" and arch != "wan":
+        raise CheckpointError(f"'{wf.path.name}' is a GGUF of architecture '{arch}'",
+                              "a GGUF with general.architecture 'wan' (a Wan2.1 / FlashI2V DiT)",
+                              "Use a GGUF converted from a FlashI2V or Uniworld-OSP2.0 DiT.")
+    if wf.format == "gguf" and "patch_embedding.weight" not in wf.infos and any(
+            k.startswith("blocks.") for k in wf.infos):
+        raise CheckpointError(f"'{wf.path.name}' without its 5-D patch embedding",
+                              "the patch embedding inside the GGUF or in a companion file "
+                              f"({', '.join(wf.path.stem + s for s in COMPANION_SUFFIXES)})",
+                              "Put the companion .safetensors file next to the GGUF file.")
+
+
 def _check_kind(ident: Identified, expect: str | None, path: Path) -> None:
     if ident.kind == "vlm_adapter" and expect is None:
         raise CheckpointError(f"'{path.name}' is a {ident.kind_name}", _expected(expect),
@@ -80,8 +95,8 @@ def _expected(expect: str | None) -> str:
 
 
 def _dense(wf: WeightFile, ident: Identified, name: str, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor in `dtype`, fp8 storage dequantised with its per-tensor scale."""
-    return dense_tensor(lambda n: wf.get(ident.names[n]), set(ident.names), name, dtype)
+    """A tensor in `dtype` (GGUF blocks and fp8 dequantised)."""
+    return wf.dense(ident.names[name], dtype)
 
 
 def _stream_state(wf: WeightFile, ident: Identified, model: nn.Module, dtype: torch.dtype,
@@ -92,8 +107,9 @@ def _stream_state(wf: WeightFile, ident: Identified, model: nn.Module, dtype: to
     for name in ident.names:
         if name not in wanted:
             continue  # reported by the strict check below (scale keys of dense layers are dropped)
-        raw_dtype = wf.infos[ident.names[name]].dtype
-        if raw_dtype in FP8_DTYPES and name.endswith(".weight") and _is_fp8_linear(model, name):
+        info = wf.infos[ident.names[name]]
+        quantized_storage = info.dtype in FP8_DTYPES or info.ggml_type is not None
+        if quantized_storage and name.endswith(".weight") and _is_quantized_layer(model, name):
             state[name] = wf.get(ident.names[name]).to(device)
         else:
             target = torch.float32 if keeps_fp32(name) or name.endswith("scale_weight") else dtype
@@ -101,7 +117,7 @@ def _stream_state(wf: WeightFile, ident: Identified, model: nn.Module, dtype: to
     return state
 
 
-def _is_fp8_linear(model: nn.Module, weight_name: str) -> bool:
+def _is_quantized_layer(model: nn.Module, weight_name: str) -> bool:
     return hasattr(model.get_submodule(weight_name.rsplit(".", 1)[0]), "dequantize")
 
 
@@ -109,16 +125,21 @@ def _assign(model: nn.Module, state: dict[str, torch.Tensor], ident: Identified,
             allowed_missing: tuple[str, ...] = ()) -> None:
     expected = model.state_dict()
     wrong = [f"{k} is {tuple(v.shape)} in the file but {tuple(expected[k].shape)} in the model"
-             for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+             for k, v in state.items() if k in expected and v.shape != expected[k].shape
+             and expected[k].dtype != torch.uint8]  # GGUF layers take their bytes as stored
     if wrong:
         raise CheckpointError(f"tensor sizes that disagree with each other: {'; '.join(wrong[:3])}",
                               f"every tensor of one {what}",
                               "The file may be merged from different models, or corrupt.")
+    raw = [k for k in state if k in expected and expected[k].dtype == torch.uint8]
+    for name in raw:  # GGUF bytes: load_state_dict would insist on the dense shape
+        module_name, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(module_name), leaf, nn.Parameter(state.pop(name), requires_grad=False))
     result = model.load_state_dict(state, strict=False, assign=True)
     unexpected = [k for k in ident.names if k not in model.state_dict()
                   and not k.endswith((".scale_weight", ".scale_input")) and k not in DROPPED_KEYS]
-    missing = [k for k in result.missing_keys
-               if not k.startswith(allowed_missing) and not k.endswith(".scale_weight")]
+    missing = [k for k in result.missing_keys if k not in raw
+               and not k.startswith(allowed_missing) and not k.endswith(".scale_weight")]
     if missing or unexpected:
         raise CheckpointError(f"the {what} weights do not fit the model inferred from their shapes: "
                               f"missing {missing[:4]}, unexpected {unexpected[:4]}",
@@ -148,6 +169,12 @@ def _size_name(cfg) -> str:
 
 
 def _main_dtype(ident: Identified) -> str:
+    """The storage that dominates the file ("bfloat16", "float8_e4m3fn", "GGUF Q4_K", ...)."""
+    quantised = {k: v for k, v in ident.dtypes.items() if k in BLOCKS and k not in ("F32", "F16", "BF16")}
+    if quantised:
+        return "GGUF " + max(quantised, key=quantised.get)
+    if any(k in BLOCKS for k in ident.dtypes):
+        return "GGUF " + max((k for k in ident.dtypes if k in BLOCKS), key=ident.dtypes.get)
     return max(ident.dtypes, key=ident.dtypes.get) if ident.dtypes else "?"
 
 
@@ -185,6 +212,8 @@ def _load_dit(wf: WeightFile, ident: Identified, device: torch.device, dtype: to
         model = WanDiT(cfg, attention)
     fp8 = {n for n, s in ident.names.items() if wf.infos[s].dtype in FP8_DTYPES}
     install_fp8_linears(model, fp8, dtype)
+    install_gguf_layers(model, {n: wf.infos[s].ggml_type for n, s in ident.names.items()
+                                if wf.infos[s].ggml_type is not None}, dtype)
     state = _stream_state(wf, ident, model, dtype, device)
     notes = []
     if ident.kind == "wan_t2v_dit":
@@ -238,6 +267,7 @@ def load(path: str | Path, expect: str | None = None, device: torch.device | str
     128-wide heads and whose file does not declare a `dit_config`.
     """
     wf = open_weights(path)
+    _check_gguf(wf)
     ident = identify(wf)
     _check_kind(ident, expect, wf.path)
     loader = LOADERS[KIND_LOADER[ident.kind]]

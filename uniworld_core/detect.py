@@ -89,7 +89,9 @@ def identify(wf: WeightFile) -> Identified:
     keys = wf.keys()
     dtypes: dict[str, int] = {}
     for info in wf.infos.values():
-        name = str(info.dtype).replace("torch.", "")
+        name = info.ggml_type or str(info.dtype).replace("torch.", "")
+        if info.ggml_type in ("F32",) or (info.ggml_type and len(info.shape) == 1):
+            continue  # GGUF keeps small tensors in F32 whatever the file's type
         dtypes[name] = dtypes.get(name, 0) + 1
     found = _classify(keys, wf)
     found.dtypes, found.notes = dtypes, list(wf.notes) + found.notes

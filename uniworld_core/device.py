@@ -75,9 +75,9 @@ def keeps_fp32(parameter_name: str) -> bool:
 def cast_model(model: nn.Module, dtype: torch.dtype, device: torch.device | None = None) -> nn.Module:
     """Move a model to `device` and store its weights in `dtype`, except the fp32 set."""
     for name, param in model.named_parameters():
-        if param.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-            target = param.dtype  # quantised storage stays quantised (see quant.py)
-        elif keeps_fp32(name) or not param.is_floating_point():
+        if param.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) or not param.is_floating_point():
+            target = param.dtype  # quantised storage (fp8, GGUF bytes) stays as stored (see quant.py)
+        elif keeps_fp32(name):
             target = torch.float32
         else:
             target = dtype

@@ -15,6 +15,7 @@ import json
 import pickle
 import re
 import struct
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,10 @@ SAFETENSORS_DTYPES = {
 
 @dataclass
 class TensorInfo:
-    shape: tuple[int, ...]
-    dtype: torch.dtype
+    shape: tuple[int, ...]  # the logical shape (a GGUF tensor's bytes are reshaped to it)
+    dtype: torch.dtype  # torch.uint8 for GGUF-quantised bytes
+    ggml_type: str | None = None  # GGUF storage type ("Q4_K", "F16", ...), None for plain tensors
+    stored_bytes: int | None = None
 
 
 @dataclass
@@ -62,9 +65,24 @@ class WeightFile:
         for name in self.infos:
             yield name, self.reader(name)
 
+    def dense(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """A tensor as `dtype`: GGUF blocks dequantised, fp8 multiplied by its `scale_weight`."""
+        from .gguf_quants import dequantize
+        from .quant import FP8_DTYPES
+
+        info, tensor = self.infos[name], self.reader(name)
+        if info.ggml_type is not None:
+            return dequantize(tensor, info.ggml_type, info.shape, dtype)
+        if tensor.dtype in FP8_DTYPES:
+            scale_name = name.rsplit(".", 1)[0] + ".scale_weight"
+            scale = self.reader(scale_name).float() if scale_name in self.infos else 1.0
+            return (tensor.float() * scale).to(dtype)
+        return tensor.to(dtype)
+
     @property
     def nbytes(self) -> int:
-        return sum(_numel(i.shape) * i.dtype.itemsize for i in self.infos.values())
+        return sum(i.stored_bytes if i.stored_bytes is not None else _numel(i.shape) * i.dtype.itemsize
+                   for i in self.infos.values())
 
     @property
     def num_params(self) -> int:
@@ -193,6 +211,77 @@ def _open_torch(path: Path) -> WeightFile:
     return WeightFile(path, "pytorch (weights_only)", infos, tensors.__getitem__, notes=notes)
 
 
+GGUF_DENSE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+ORIG_SHAPE_KEY = "comfy.gguf.orig_shape."  # city96's convention for tensors reshaped to fit GGUF
+COMPANION_SUFFIXES = (".patch_embedding.safetensors", ".5d.safetensors")
+
+
+def _gguf_field(reader, key: str):
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    parts = [field.parts[i] for i in field.data]
+    if len(parts) == 1 and parts[0].dtype == "uint8":
+        return bytes(parts[0]).decode("utf-8", "replace")
+    return [int(p[0]) for p in parts]
+
+
+def _open_gguf(path: Path) -> WeightFile:
+    try:
+        import gguf
+    except ImportError as exc:
+        raise CheckpointError(f"'{path.name}' is a GGUF file and the 'gguf' package is missing",
+                              "the gguf package", "pip install gguf") from exc
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # the reader raises ValueError/struct.error/... on damage
+        raise _bad(path, f"could not be read as GGUF ({exc.__class__.__name__}: {exc})") from exc
+    import numpy as np
+
+    infos, arrays = {}, {}
+    from .gguf_quants import BLOCKS
+
+    for tensor in reader.tensors:
+        type_name = tensor.tensor_type.name
+        if type_name not in BLOCKS:
+            raise CheckpointError(f"'{path.name}' stores '{tensor.name}' as GGUF type {type_name}",
+                                  f"one of the supported types {', '.join(BLOCKS)}",
+                                  "Re-quantise with `python -m uniworld_core quantize` to a supported type.")
+        shape = tuple(reversed([int(n) for n in tensor.shape]))
+        shape = tuple(_gguf_field(reader, ORIG_SHAPE_KEY + tensor.name) or shape)
+        with warnings.catch_warnings():  # the memory map is read-only; the bytes are never written
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.from_numpy(np.asarray(tensor.data).view(np.uint8).reshape(-1))
+        if type_name in GGUF_DENSE:
+            infos[tensor.name] = TensorInfo(shape, GGUF_DENSE[type_name], stored_bytes=data.numel())
+            arrays[tensor.name] = (data, type_name, shape)
+        else:
+            infos[tensor.name] = TensorInfo(shape, torch.uint8, type_name, data.numel())
+            arrays[tensor.name] = (data, type_name, shape)
+
+    def read(name: str) -> torch.Tensor:
+        data, type_name, shape = arrays[name]
+        return data.view(GGUF_DENSE[type_name]).reshape(shape) if type_name in GGUF_DENSE else data
+
+    metadata = {"general.architecture": _gguf_field(reader, "general.architecture") or "?"}
+    wf = WeightFile(path, "gguf", infos, read, metadata)
+    return _add_companion(wf)
+
+
+def _add_companion(wf: WeightFile) -> WeightFile:
+    """City96-style files may keep the 5-D patch embedding in a companion safetensors file."""
+    companions = [wf.path.with_name(wf.path.stem + s) for s in COMPANION_SUFFIXES]
+    found = next((c for c in companions if c.is_file()), None)
+    if found is None:
+        return wf
+    extra = _open_safetensors(found)
+    base_read = wf.reader
+    wf.infos.update(extra.infos)
+    wf.reader = lambda name: extra.get(name) if name in extra.infos else base_read(name)
+    wf.notes.append(f"5-D tensors from {found.name}")
+    return wf
+
+
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(8)
@@ -244,7 +333,6 @@ def open_weights(path: str | Path) -> WeightFile:
         return _strip_wrappers(_open_sharded(path))
     kind = _sniff(path) if path.suffix not in (".pt", ".pth", ".bin", ".ckpt") else "torch"
     if kind == "gguf":
-        raise CheckpointError(f"'{path.name}' is a GGUF file", "safetensors or .pt weights",
-                              "GGUF loading is not part of this version of the pack yet.")
+        return _strip_wrappers(_open_gguf(path))
     opened = _open_torch(path) if kind == "torch" else _open_safetensors(path)
     return _strip_wrappers(opened)

@@ -32,14 +32,64 @@ class Fp8Linear(nn.Linear):
         return F.linear(x, self.dequantize(x.dtype), bias)
 
 
-def dense_tensor(read, names: set[str], name: str, dtype: torch.dtype) -> torch.Tensor:
-    """`read(name)` as `dtype`; fp8 storage is dequantised with its `scale_weight` when present."""
-    tensor = read(name)
-    if tensor.dtype in FP8_DTYPES:
-        scale_name = name.rsplit(".", 1)[0] + ".scale_weight"
-        scale = read(scale_name).float() if scale_name in names else 1.0
-        return (tensor.float() * scale).to(dtype)
-    return tensor.to(dtype)
+class GGUFLinear(nn.Linear):
+    """Linear whose weight stays in GGUF blocks (uint8) and is dequantised on its device per call."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, ggml_type: str,
+                 compute_dtype: torch.dtype, device=None):
+        super().__init__(in_features, out_features, bias=bias, device=device)
+        self.ggml_type, self.compute_dtype = ggml_type, compute_dtype
+        self.weight = nn.Parameter(torch.empty(0, dtype=torch.uint8, device=device), requires_grad=False)
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        from .gguf_quants import dequantize
+
+        return dequantize(self.weight, self.ggml_type, (self.out_features, self.in_features), dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantize(x.dtype), bias)
+
+
+class GGUFConv3d(nn.Conv3d):
+    """Conv3d whose weight stays in GGUF blocks, dequantised per call."""
+
+    def __init__(self, conv: nn.Conv3d, ggml_type: str, compute_dtype: torch.dtype):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         bias=conv.bias is not None, device=conv.weight.device)
+        self.ggml_type, self.compute_dtype = ggml_type, compute_dtype
+        self.weight_shape = tuple(conv.weight.shape)
+        self.weight = nn.Parameter(torch.empty(0, dtype=torch.uint8, device=conv.weight.device),
+                                   requires_grad=False)
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        from .gguf_quants import dequantize
+
+        return dequantize(self.weight, self.ggml_type, self.weight_shape, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.conv3d(x, self.dequantize(x.dtype), bias, self.stride, self.padding)
+
+
+def install_gguf_layers(model: nn.Module, quantized: dict[str, str], compute_dtype: torch.dtype) -> int:
+    """Swap each Linear/Conv3d whose `<name>.weight` is GGUF-quantised (name -> type) for a GGUF layer."""
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        ggml_type = quantized.get(f"{name}.weight")
+        if ggml_type is None:
+            continue
+        if type(module) is nn.Linear:
+            layer = GGUFLinear(module.in_features, module.out_features, module.bias is not None, ggml_type,
+                               compute_dtype, module.weight.device)
+        elif type(module) is nn.Conv3d:
+            layer = GGUFConv3d(module, ggml_type, compute_dtype)
+        else:
+            continue
+        parent_name, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, leaf, layer)
+        swapped += 1
+    return swapped
 
 
 def weight_of(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor:

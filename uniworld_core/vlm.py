@@ -31,7 +31,6 @@ from torch import nn
 from .errors import CheckpointError, InputError
 from .files import open_weights
 from .offload import Placement
-from .quant import dense_tensor
 
 VLM_HIDDEN = 3584
 DIT_TEXT_DIM = 4096
@@ -99,8 +98,7 @@ def load_adapter(path: str | Path, vlm_hidden: int | None = None,
                               "Use the adapter trained for this Qwen2.5-VL model size.")
     with torch.device("meta"):
         adapter = EncoderAdapter(in_dim, hidden, shape["fc2.weight"][0])
-    state = {n: dense_tensor(lambda k: wf.get(ident.names[k]), set(ident.names), n, dtype)
-             for n in ident.names}
+    state = {n: wf.dense(ident.names[n], dtype) for n in ident.names}
     result = adapter.load_state_dict(state, strict=False, assign=True)
     if result.missing_keys:
         raise CheckpointError(f"adapter weights missing {result.missing_keys}", "fc1/fc2 weights and biases")
@@ -151,7 +149,7 @@ def load_single_file_vlm(path: str | Path, dtype: torch.dtype = torch.bfloat16, 
         config = _single_file_config({n: wf.infos[s].shape for n, s in names.items()}, has_vision)
     with init_empty_weights():  # parameters on meta; rotary buffers computed for real
         model = Qwen2_5_VLForConditionalGeneration(config)
-    state = {n: dense_tensor(wf.get, set(wf.keys()), s, dtype) for n, s in names.items()}
+    state = {n: wf.dense(s, dtype) for n, s in names.items()}
     state.setdefault("lm_head.weight", state["model.language_model.embed_tokens.weight"])
     if not has_vision:
         model.model.visual = None  # official mode never runs the vision tower
