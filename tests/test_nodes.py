@@ -211,6 +211,12 @@ def _tiny_models(root: Path) -> Path:
         dit = WanDiT(DiTConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32, text_dim=text_dim))
         save_file(dit.state_dict(), str(root / "diffusion_models" / name))
     save_file(WanVAE(VAEConfig(base_dim=8)).state_dict(), str(root / "vae" / "wan_2.1_vae.safetensors"))
+    # the low-VRAM workflow's GGUF, made by our tool (Q4_0: this tiny model's widths are not
+    # multiples of the 256-wide K-quant blocks, so Q4_K would leave every matrix in F16)
+    from uniworld_core.quantize import quantize_file
+
+    quantize_file(root / "diffusion_models" / "uniworld_osp2_dit_14B_bf16.safetensors",
+                  root / "diffusion_models" / "uniworld_osp2_dit_14B_Q4_K.gguf", "Q4_0")
     # umT5 (Hugging Face layout, as ComfyUI's file) and its tokenizer folder
     words = sorted({w for line in CORPUS for w in line.replace(",", " ").replace(":", " ").split()})
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
@@ -341,3 +347,39 @@ def test_runner_command_line(runnable, tmp_path, capsys):
     assert runner.main([str(path), "--models", str(tmp_path / "models"), "--input", str(standins.FOLDERS.input),
                         "--output", str(tmp_path / "out")]) == 0
     assert "wrote" in capsys.readouterr().out and list((tmp_path / "out" / "video").glob("*.mp4"))
+
+
+@pytest.mark.parametrize("mode", [2, 4], ids=["muted", "bypassed"])
+def test_muted_and_bypassed_nodes(pack, mode):
+    runner = importlib.import_module(f"{pack.__name__}.nodes.runner")
+    workflow = importlib.import_module(f"{pack.__name__}.nodes.workflow")
+    ui = json.loads((REPO / "workflows" / "uniworld_osp2_i2sv.json").read_text())
+    style = next(n for n in ui["nodes"] if n["type"] == "UniWorldStyleSelect")
+    style["mode"] = mode
+    api = workflow.ui_to_api(ui, runner.node_classes(), runner.display_names())
+    assert str(style["id"]) not in api
+    encode = next(v for v in api.values() if v["class_type"] == "UniWorldVLMEncode")
+    assert "style" not in encode["inputs"]  # nothing of type STYLE upstream to pass through
+    assert all(v["class_type"] != "Note" for v in api.values())
+
+
+def test_bypassed_node_passes_its_input_through(pack):
+    """A bypassed LoRA loader hands the DiT it received to the next node."""
+    runner = importlib.import_module(f"{pack.__name__}.nodes.runner")
+    workflow = importlib.import_module(f"{pack.__name__}.nodes.workflow")
+    ui = json.loads((REPO / "workflows" / "flashi2v_1.3B_umt5.json").read_text())
+    dit = next(n for n in ui["nodes"] if n["type"] == "UniWorldDiTLoader")
+    sampler = next(n for n in ui["nodes"] if n["type"] == "UniWorldSampler")
+    lora_id, link_in, link_out = 100, 100, 101
+    ui["nodes"].append({"id": lora_id, "type": "UniWorldLoRALoader", "mode": 4,
+                        "widgets_values": ["x.safetensors", 1.0],
+                        "inputs": [{"name": "model", "type": "UNIWORLD_DIT", "link": link_in}],
+                        "outputs": [{"name": "model", "type": "UNIWORLD_DIT", "links": [link_out]}]})
+    old = next(i for i in sampler["inputs"] if i["name"] == "model")["link"]
+    ui["links"] = [link for link in ui["links"] if link[0] != old]
+    ui["links"] += [[link_in, dit["id"], 0, lora_id, 0, "UNIWORLD_DIT"],
+                    [link_out, lora_id, 0, sampler["id"], 0, "UNIWORLD_DIT"]]
+    next(i for i in sampler["inputs"] if i["name"] == "model")["link"] = link_out
+    api = workflow.ui_to_api(ui, runner.node_classes(), runner.display_names())
+    assert str(lora_id) not in api
+    assert api[str(sampler["id"])]["inputs"]["model"] == [str(dit["id"]), 0]

@@ -31,6 +31,7 @@ MODELS = {
     "umt5_xxl_fp8_e4m3fn_scaled.safetensors": (
         f"{REPACKAGED}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders"),
     "umt5-xxl-tokenizer": ("https://huggingface.co/google/umt5-xxl", "text_encoders"),
+    "uniworld_osp2_dit_14B_Q4_K.gguf": ("https://github.com/PKU-YuanGroup", "diffusion_models"),
 }
 COMFY_TOKENIZER = "(ComfyUI's bundled Qwen2.5 tokenizer)"
 PROMPT = "the scene comes alive: the subject moves naturally, gentle camera push-in"
@@ -172,8 +173,42 @@ def style_comparison(classes) -> dict:
     return g.to_json()
 
 
+def low_vram_gguf(classes) -> dict:
+    g = Graph(classes)
+    files = ["uniworld_osp2_dit_14B_Q4_K.gguf", "uniworld_osp2_adapter.safetensors",
+             "qwen_2.5_vl_7b_fp8_scaled.safetensors", "wan_2.1_vae.safetensors"]
+    g.node("Note", ["Uniworld-OSP2.0 on a consumer GPU: the 14B DiT as GGUF Q4_K (about 9 GB, its blocks stay "
+                    "4-bit in VRAM and are dequantised layer by layer), the fp8 Qwen2.5-VL kept in CPU RAM "
+                    "between encodings (offload on), and the VAE decoded in spatial tiles. Make the GGUF "
+                    "yourself with: python -m uniworld_core quantize <dit>.safetensors "
+                    "uniworld_osp2_dit_14B_Q4_K.gguf --type Q4_K\n\nModel files:\n" + _models_note(files)],
+           (0, -260), size=(700, 220))
+    image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
+    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto"], (0, 380), models=[files[0]])
+    vae = g.node("UniWorldVAELoader", [files[3], "auto"], (0, 560), models=[files[3]])
+    vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
+                 models=[files[2], files[1]], size=(360, 220))
+    style = g.node("UniWorldStyleSelect", ["anime", 1.0, "", "none", 0.5], (360, 260))
+    encode = g.node("UniWorldVLMEncode", [PROMPT, ""], (760, 0), size=(400, 300))
+    g.link(vlm, 0, encode, "text_encoder")
+    g.link(image, 0, encode, "image")
+    g.link(style, 0, encode, "style")
+    sampler = g.node("UniWorldSampler", [832, 480, 49, 50, 5.0, 7.0, 42, "fixed"], (1200, 0), size=(340, 380))
+    for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (encode, 0),
+                              "negative": (encode, 1), "start_image": (image, 0)}.items():
+        g.link(src, slot, sampler, name)
+    decode = g.node("UniWorldVAEDecode", [True, 32, 8], (1580, 0))
+    g.link(vae, 0, decode, "vae")
+    g.link(sampler, 0, decode, "latent")
+    video = g.node("CreateVideo", [16.0], (1940, 0), size=(240, 80))
+    g.link(decode, 0, video, "images")
+    save = g.node("SaveVideo", ["video/uniworld_osp2_low_vram", "auto", "auto"], (2220, 0), size=(320, 320))
+    g.link(video, 0, save, "video")
+    return g.to_json()
+
+
 WORKFLOWS = {"uniworld_osp2_i2sv": uniworld_osp2_i2sv, "flashi2v_1.3B_umt5": flashi2v_13b_umt5,
-             "style_comparison": style_comparison}
+             "style_comparison": style_comparison, "low_vram_gguf": low_vram_gguf}
 PACK = "uniworld_osp2_pack"
 
 
