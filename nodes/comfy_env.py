@@ -105,6 +105,19 @@ def offload_device() -> torch.device:
     return mm.unet_offload_device() if mm is not None else torch.device("cpu")
 
 
+def free_device_memory() -> int | None:
+    """Free memory of the compute device in bytes (None on the CPU, where nothing is swapped)."""
+    device = compute_device()
+    mm = _optional("comfy.model_management")
+    if device.type == "cpu":
+        return None
+    if mm is not None:
+        return int(mm.get_free_memory(device))
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return None
+
+
 def make_room() -> None:
     """Before loading a big model: ask ComfyUI to unload its own models and free cache."""
     mm = _optional("comfy.model_management")

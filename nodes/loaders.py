@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from ..uniworld_core.attention import available_backends, get_attention
+from ..uniworld_core.blockswap import BlockSwap
 from ..uniworld_core.checkpoints import load
 from ..uniworld_core.conditioning import Conditioner
 from ..uniworld_core.device import resolve_dtype
 from ..uniworld_core.errors import InputError
 from ..uniworld_core.lora import read_lora
+from ..uniworld_core.planner import plan_block_swap
 from ..uniworld_core.umt5 import UMT5TextEncoder, load_umt5_tokenizer
 from ..uniworld_core.vlm import MODES, VLMEncoder, load_adapter, load_vlm
 from . import comfy_env
 from .types import CATEGORY, DIT, TEXT_ENCODER, VAE, DiTHandle, TextEncoderHandle, VAEHandle, spec
 
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
+PLANNING_GRID = (13, 60, 104)  # latent grid of 832x480, 49 frames
+
 SAME_FOLDER = "(tokenizer in the model folder)"
 COMFY_TOKENIZER = "(ComfyUI's bundled Qwen2.5 tokenizer)"
 
@@ -42,17 +46,37 @@ class UniWorldDiTLoader:
             "attention": spec(["auto", "sdpa", "flash_attn", "sage", "npu"],
                               "Attention kernel: auto picks flash-attn/NPU when installed, else PyTorch SDPA.",
                               default="auto"),
+        }, "optional": {
+            "blocks_to_swap": spec("INT", "DiT blocks kept in CPU RAM and streamed to the GPU just in time "
+                                   "(copies overlap compute). -1 = planned from free VRAM for 832x480, 49 frames; "
+                                   "0 = all on the GPU.", default=-1, min=-1, max=100),
+            "prefetch_blocks": spec("INT", "How many swapped blocks are copied ahead of use.", default=1,
+                                    min=0, max=8),
         }}
 
-    def load(self, dit_name, precision, attention):
+    def load(self, dit_name, precision, attention, blocks_to_swap=-1, prefetch_blocks=1):
         device = comfy_env.compute_device()
         if attention != "auto" and attention not in available_backends():
             raise InputError(f"the attention backend '{attention}'", f"one of {available_backends()}",
                              "Install its package or choose auto.")
         comfy_env.make_room()
-        loaded = load(comfy_env.model_path("diffusion_models", dit_name), "dit", device,
+        # GGUF/fp8/bf16 weights are loaded to the CPU first, so swapped blocks never occupy VRAM
+        loaded = load(comfy_env.model_path("diffusion_models", dit_name), "dit", "cpu",
                       _precision(precision), get_attention(attention, device))
-        return (DiTHandle(loaded.model, loaded.description),)
+        description = loaded.description
+        free = comfy_env.free_device_memory()
+        if free is not None or blocks_to_swap > 0:
+            plan = plan_block_swap(loaded.model, free or 0, PLANNING_GRID, prefetch=prefetch_blocks,
+                                   override=blocks_to_swap if blocks_to_swap >= 0 else None)
+            description += f"; {plan.summary()}"
+            print(f"[UniWorld] {description}")
+            BlockSwap(loaded.model.blocks, plan.swapped, device, prefetch_blocks)  # places every block
+            for name, child in loaded.model.named_children():
+                if name != "blocks":
+                    child.to(device)
+        else:
+            loaded.model.to(device)
+        return (DiTHandle(loaded.model, description),)
 
 
 class UniWorldVAELoader:

@@ -116,7 +116,7 @@ def uniworld_osp2_i2sv(classes) -> dict:
                     "Fourier guidance (energy ratio 0.1) and latent shifting; 50 steps, CFG 5, shift 7.\n\n"
                     "Model files:\n" + _models_note(files)], (0, -260), size=(700, 220))
     image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
-    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto"], (0, 380), models=[files[0]])
+    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
     vae = g.node("UniWorldVAELoader", [files[3], "auto"], (0, 560), models=[files[3]])
     vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
                  models=[files[2], files[1]], size=(360, 220))
@@ -140,7 +140,7 @@ def flashi2v_13b_umt5(classes) -> dict:
                     "checkpoint). Fits about 6 GB of VRAM in bf16.\n\nModel files:\n" + _models_note(files)],
            (0, -240), size=(700, 200))
     image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
-    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto"], (0, 380), models=[files[0]])
+    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
     vae = g.node("UniWorldVAELoader", [files[3], "auto"], (0, 560), models=[files[3]])
     t5 = g.node("UniWorldT5Loader", [files[1], files[2], "auto", True], (360, 0), models=[files[1], files[2]])
     encode = g.node("UniWorldT5Encode", [PROMPT, ""], (760, 0), size=(400, 280))
@@ -158,7 +158,7 @@ def style_comparison(classes) -> dict:
                     "Edit the Style Select nodes to try others.\n\nModel files:\n" + _models_note(files)],
            (0, -240), size=(700, 200))
     image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
-    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto"], (0, 380), models=[files[0]])
+    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
     vae = g.node("UniWorldVAELoader", [files[3], "auto"], (0, 560), models=[files[3]])
     vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
                  models=[files[2], files[1]], size=(360, 220))
@@ -184,7 +184,7 @@ def low_vram_gguf(classes) -> dict:
                     "uniworld_osp2_dit_14B_Q4_K.gguf --type Q4_K\n\nModel files:\n" + _models_note(files)],
            (0, -260), size=(700, 220))
     image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
-    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto"], (0, 380), models=[files[0]])
+    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
     vae = g.node("UniWorldVAELoader", [files[3], "auto"], (0, 560), models=[files[3]])
     vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
                  models=[files[2], files[1]], size=(360, 220))

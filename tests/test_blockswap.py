@@ -1,0 +1,80 @@
+"""Block swap and the VRAM planner."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_loading import dit_inputs, tiny_dit
+
+from uniworld_core.blockswap import BlockSwap
+from uniworld_core.config import DIT_PRESETS, DiTConfig
+from uniworld_core.dit import WanDiT
+from uniworld_core.planner import activation_bytes, plan_block_swap
+
+CFG = DiTConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=6, freq_dim=32, text_dim=20)
+
+
+def _out(model):
+    with torch.no_grad():
+        return model(*dit_inputs(model.cfg))
+
+
+@pytest.mark.parametrize("swapped,prefetch", [(6, 1), (4, 2), (3, 0)])
+def test_block_swap_is_bit_identical_to_the_resident_model(swapped, prefetch):
+    model = tiny_dit(cfg=CFG)
+    expected = _out(model)
+    swap = BlockSwap(model.blocks, swapped, "cpu", prefetch)
+    for index in range(swapped):  # off the device between uses: an empty placeholder
+        assert all(p.numel() == 0 for p in model.blocks[index].parameters())
+    assert all(p.numel() > 0 for p in model.blocks[swapped:].parameters()) if swapped < 6 else True
+    for _ in range(2):  # two sampling steps
+        assert torch.equal(_out(model), expected)
+    assert swap.stats.max_loaded <= 1 + prefetch
+    assert swap.stats.waited_loads == (1 if prefetch else 2 * swapped)
+    swap.remove()
+    assert torch.equal(_out(model), expected)
+
+
+def test_block_swap_with_gguf_blocks(tmp_path):
+    from safetensors.torch import save_file
+
+    from uniworld_core.checkpoints import load
+    from uniworld_core.quantize import quantize_file
+
+    save_file(tiny_dit(cfg=CFG).state_dict(), str(tmp_path / "dit.safetensors"))
+    model = load(quantize_file(tmp_path / "dit.safetensors", tmp_path / "dit.gguf", "Q8_0"), "dit").model
+    expected = _out(model)
+    BlockSwap(model.blocks, 4, "cpu", 1)
+    assert torch.equal(_out(model), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for streams and pinned memory")
+def test_block_swap_on_cuda_uses_a_copy_stream_and_pinned_memory():
+    model = tiny_dit(cfg=CFG).cuda()
+    with torch.no_grad():
+        expected = model(*(t.cuda() for t in dit_inputs(CFG)))
+    swap = BlockSwap(model.blocks, 4, "cuda", 1)
+    assert swap.copy_stream is not None and all(t.is_pinned() for s in swap.slots.values() for t in s.store.values())
+    with torch.no_grad():
+        assert torch.equal(model(*(t.cuda() for t in dit_inputs(CFG))), expected)
+
+
+def test_planner_swaps_more_for_less_memory_and_bigger_videos():
+    with torch.device("meta"):
+        model = WanDiT(DIT_PRESETS["14B"]).to(torch.bfloat16)
+    grid = (13, 60, 104)  # 480x832, 49 frames
+    roomy = plan_block_swap(model, 200 * 2**30, grid)
+    tight = plan_block_swap(model, 24 * 2**30, grid)
+    tighter = plan_block_swap(model, 12 * 2**30, grid)
+    assert roomy.swapped == 0
+    assert 0 < tight.swapped < tighter.swapped <= 40
+    assert tight.needed_bytes <= 24 * 2**30
+    bigger = plan_block_swap(model, 24 * 2**30, (21, 90, 160))
+    assert bigger.swapped > tight.swapped
+    assert plan_block_swap(model, 24 * 2**30, grid, override=7).swapped == 7
+    assert "blocks resident" in tight.summary()
+
+
+def test_activation_estimate_scales_with_tokens():
+    cfg = DIT_PRESETS["1.3B"]
+    assert activation_bytes(cfg, (13, 60, 104)) == pytest.approx(2 * activation_bytes(cfg, (13, 60, 52)), rel=1e-6)
