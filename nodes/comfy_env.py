@@ -100,11 +100,6 @@ def compute_device() -> torch.device:
     return mm.get_torch_device() if mm is not None else pick_device("auto")
 
 
-def offload_device() -> torch.device:
-    mm = _optional("comfy.model_management")
-    return mm.unet_offload_device() if mm is not None else torch.device("cpu")
-
-
 def free_device_memory() -> int | None:
     """Free memory of the compute device in bytes (None on the CPU, where nothing is swapped)."""
     device = compute_device()

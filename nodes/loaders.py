@@ -9,6 +9,7 @@ from ..uniworld_core.conditioning import Conditioner
 from ..uniworld_core.device import resolve_dtype
 from ..uniworld_core.errors import InputError
 from ..uniworld_core.lora import read_lora
+from ..uniworld_core.offload import Placement
 from ..uniworld_core.planner import plan_block_swap
 from ..uniworld_core.umt5 import UMT5TextEncoder, load_umt5_tokenizer
 from ..uniworld_core.vlm import MODES, VLMEncoder, load_adapter, load_vlm
@@ -94,12 +95,14 @@ class UniWorldVAELoader:
                              model_folder="vae"),
             "precision": spec(PRECISIONS, "VAE precision: auto = bf16 on GPUs, fp32 on the CPU.",
                               default="auto"),
+        }, "optional": {
+            "offload": spec("BOOLEAN", "Keep the VAE in CPU RAM between encodes/decodes.", default=False),
         }}
 
-    def load(self, vae_name, precision):
-        loaded = load(comfy_env.model_path("vae", vae_name), "vae", comfy_env.compute_device(),
-                      _precision(precision))
-        return (VAEHandle(loaded.model, loaded.description),)
+    def load(self, vae_name, precision, offload=False):
+        loaded = load(comfy_env.model_path("vae", vae_name), "vae", "cpu", _precision(precision))
+        placement = Placement(loaded.model, comfy_env.compute_device(), offload)
+        return (VAEHandle(loaded.model, loaded.description, placement),)
 
 
 def _tokenizer_choices() -> list[str]:
@@ -151,8 +154,7 @@ class UniWorldVLMLoader:
         model, processor = load_vlm(source, dtype, _tokenizer_folder(tokenizer, source))
         adapter = load_adapter(comfy_env.model_path("diffusion_models", adapter_name),
                                model.config.text_config.hidden_size)
-        encoder = VLMEncoder(model, processor, adapter, mode, comfy_env.compute_device(),
-                             comfy_env.offload_device() if offload else None)
+        encoder = VLMEncoder(model, processor, adapter, mode, comfy_env.compute_device(), offload)
         return (TextEncoderHandle(Conditioner(encoder), "vlm", f"Qwen2.5-VL ({mode}) + adapter"),)
 
 
@@ -183,7 +185,7 @@ class UniWorldT5Loader:
                              "a tokenizer folder", "Pick the folder holding the umT5 tokenizer files.")
         loaded = load(source, "umt5", "cpu", _precision(precision))
         encoder = UMT5TextEncoder(loaded.model, load_umt5_tokenizer(folder), compute=comfy_env.compute_device(),
-                                  storage=comfy_env.offload_device() if offload else None)
+                                  offload=offload)
         return (TextEncoderHandle(Conditioner(encoder), "umt5", loaded.description),)
 
 

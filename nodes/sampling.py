@@ -47,7 +47,8 @@ class UniWorldFourierCutoff:
 
     def cutoff(self, vae, image, width, height, energy_ratio):
         video = VideoSettings(width=width, height=height, num_frames=1)
-        start = encode_start_frame(vae.vae, image[0], video, next(vae.vae.parameters()).device)
+        with vae.placement.active():
+            start = encode_start_frame(vae.vae, image[0], video, vae.device)
         highs = high_frequency(start, energy_ratio)[0, :, 0].mean(0)  # [h, w]
         highs = (highs - highs.min()) / (highs.max() - highs.min()).clamp_min(1e-8)
         preview = highs.repeat_interleave(8, 0).repeat_interleave(8, 1)[..., None].expand(-1, -1, 3)
@@ -94,14 +95,16 @@ class UniWorldSampler:
         video = VideoSettings(width=width, height=height, num_frames=frames, seed=seed)
         settings = SamplerSettings(steps=steps, shift=shift, guidance_scale=cfg, fourier_ratio=ratio)
         hook = comfy_env.progress_hook(steps, latent_preview)
+        with vae.placement.active():  # the VAE visits the device only to encode the first frame
+            start = encode_start_frame(vae.vae, start_image[0], video, vae.device)
         try:
             with applied(model.model, model.loras):
-                latents = generate_latents(model.model, vae.vae, start_image[0], positive.context,
-                                           negative.context, video, settings, hook)
+                latents = generate_latents(model.model, vae.vae, None, positive.context, negative.context,
+                                           video, settings, hook, start_latents=start)
         except BaseException:
             comfy_env.release_memory()  # an interrupt leaves no sampling tensors behind
             raise
-        return ({"samples": vae.vae.denormalize(latents).cpu()},)
+        return ({"samples": vae.vae.denormalize(latents.to(vae.device)).cpu()},)
 
 
 NODES = {"UniWorldFourierCutoff": (UniWorldFourierCutoff, "UniWorld Fourier Cutoff"),

@@ -9,6 +9,7 @@ import torch
 from ..uniworld_core.conditioning import Conditioner, StyleSpec
 from ..uniworld_core.dit import WanDiT
 from ..uniworld_core.lora import LoraPatch, merge_patches
+from ..uniworld_core.offload import Placement
 from ..uniworld_core.vae import WanVAE
 
 DIT, VAE, TEXT_ENCODER = "UNIWORLD_DIT", "UNIWORLD_VAE", "UNIWORLD_TEXT_ENCODER"
@@ -32,6 +33,11 @@ class DiTHandle:
 class VAEHandle:
     vae: WanVAE
     description: str
+    placement: Placement  # `with handle.placement.active():` around every use
+
+    @property
+    def device(self) -> torch.device:
+        return self.placement.compute
 
 
 @dataclass(frozen=True)

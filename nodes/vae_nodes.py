@@ -29,11 +29,11 @@ class UniWorldVAEEncode:
 
     def encode(self, vae, images, width, height):
         latent_shape(VideoSettings(width=width, height=height, num_frames=images.shape[0]), vae.vae)
-        device = next(vae.vae.parameters()).device
         frames = [fit_image(frame, width, height) for frame in images]  # each [1, 3, H, W]
-        video = torch.cat(frames).permute(1, 0, 2, 3)[None].to(device)
+        video = torch.cat(frames).permute(1, 0, 2, 3)[None].to(vae.device)
         hook = comfy_env.progress_hook(1 + (images.shape[0] - 1) // 4)
-        return ({"samples": vae.vae.encode(video, normalize=False, progress=hook).cpu()},)
+        with vae.placement.active():
+            return ({"samples": vae.vae.encode(video, normalize=False, progress=hook).cpu()},)
 
 
 class UniWorldVAEDecode:
@@ -59,12 +59,13 @@ class UniWorldVAEDecode:
         }}
 
     def decode(self, vae, latent, tiled, tile_size, tile_overlap):
-        samples = latent["samples"].to(next(vae.vae.parameters()).device)
+        samples = latent["samples"].to(vae.device)
         hook = comfy_env.progress_hook(samples.shape[2])
-        if tiled:
-            video = vae.vae.decode_tiled(samples, tile_size, tile_overlap, normalized=False)
-        else:
-            video = vae.vae.decode(samples, normalized=False, progress=hook)
+        with vae.placement.active():
+            if tiled:
+                video = vae.vae.decode_tiled(samples, tile_size, tile_overlap, normalized=False)
+            else:
+                video = vae.vae.decode(samples, normalized=False, progress=hook)
         frames = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
         return (frames.float().cpu(),)
 

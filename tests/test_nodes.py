@@ -56,7 +56,6 @@ class FakeComfy:
         utils.ProgressBar = ProgressBar
         mm = types.ModuleType("comfy.model_management")
         mm.get_torch_device = lambda: torch.device("cpu")
-        mm.unet_offload_device = lambda: torch.device("cpu")
         mm.unload_all_models = lambda: None
         mm.soft_empty_cache = lambda: None
 

@@ -1,12 +1,15 @@
-"""The one offload mechanism: a model lives on a storage device and visits the compute device.
+"""The one offload mechanism of the pack: a `SwapUnit` of weights that lives in CPU RAM.
 
-    placement = Placement(vlm, compute=torch.device("cuda"), storage=torch.device("cpu"))
-    with placement.active() as model:   # on the GPU inside, back on the CPU afterwards
-        features = model(...)
+A unit (a whole encoder, the VAE, or one DiT block) keeps its weights in a
+store (pinned CPU memory on CUDA). Between uses its parameters hold empty
+placeholders, so nothing of it stays on the compute device and an un-loaded
+unit can never run by mistake. `load` starts the copy to the device (on a copy
+stream on CUDA, so it overlaps compute), `wait` points the parameters at the
+copy once it has arrived, `drop` releases it.
 
-With `storage=None` the model simply stays on the compute device. Encoders
-(VLM, umT5) and the VAE use this between uses; block swap of the DiT builds
-on the same idea at the granularity of blocks.
+* `Placement`: one unit for a whole model, loaded for the duration of
+  `with placement.active():` (VLM, umT5, VAE).
+* `BlockSwap` (blockswap.py): one unit per DiT block, prefetched ahead of use.
 """
 
 from __future__ import annotations
@@ -30,31 +33,89 @@ def release_cached_memory(device: torch.device) -> None:
         torch.npu.empty_cache()
 
 
-class Placement:
-    """Where a module runs and where it waits between runs."""
+class SwapUnit:
+    """Weights of `module` stored off-device; on the device only between `load`/`wait` and `drop`."""
 
-    def __init__(self, module: nn.Module, compute: torch.device | str,
-                 storage: torch.device | str | None = None):
+    def __init__(self, module: nn.Module, device: torch.device, copy_stream=None):
+        self.module, self.device, self.copy_stream = module, device, copy_stream
+        pin = device.type == "cuda"
+        self.store = {name: (p.detach().cpu().pin_memory() if pin else p.detach().cpu().clone())
+                      for name, p in module.named_parameters()}
+        self.device_copy: dict[str, torch.Tensor] | None = None
+        self.ready = None
+        self.drop()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.store.values())
+
+    @property
+    def loaded(self) -> bool:
+        return self.device_copy is not None
+
+    def load(self) -> bool:
+        """Start copying the weights to the device; False when they are already there."""
+        if self.device_copy is not None:
+            return False
+        if self.copy_stream is not None:
+            with torch.cuda.stream(self.copy_stream):
+                self.device_copy = {n: t.to(self.device, non_blocking=True) for n, t in self.store.items()}
+                self.ready = torch.cuda.Event()
+                self.ready.record(self.copy_stream)
+        else:
+            self.device_copy = {n: t.to(self.device, copy=True) for n, t in self.store.items()}
+        return True
+
+    def wait(self) -> None:
+        """Point the parameters at the device copy once the copy has finished."""
+        if self.ready is not None:
+            torch.cuda.current_stream(self.device).wait_event(self.ready)
+        for name, param in self.module.named_parameters():
+            param.data = self.device_copy[name]
+
+    def drop(self) -> None:
+        """Release the device copy; the parameters become empty placeholders."""
+        for name, param in self.module.named_parameters():
+            if self.device_copy is not None and self.copy_stream is not None:
+                self.device_copy[name].record_stream(torch.cuda.current_stream(self.device))
+            param.data = torch.empty(0, dtype=param.dtype, device=self.device)
+        self.device_copy, self.ready = None, None
+
+    def restore(self) -> None:
+        """Leave the mechanism: the weights stay on the device for good."""
+        self.load()
+        self.wait()
+        self.device_copy = None
+
+
+class Placement:
+    """Where a model runs, and whether it waits in CPU RAM between runs."""
+
+    def __init__(self, module: nn.Module, compute: torch.device | str, offload: bool = False):
         self.module = module
         self.compute = torch.device(compute)
-        self.storage = None if storage is None else torch.device(storage)
-        if self.storage is None:
+        self.unit: SwapUnit | None = None
+        if offload:
+            for buffer in module.buffers():  # buffers are small; they stay on the device
+                buffer.data = buffer.data.to(self.compute)
+            self.unit = SwapUnit(module, self.compute)
+        else:
             module.to(self.compute)
-        # with a storage device the module stays where it was loaded until its first use
 
     @property
     def offloads(self) -> bool:
-        return self.storage is not None and self.storage != self.compute
+        return self.unit is not None
 
     @contextmanager
     def active(self) -> Iterator[nn.Module]:
-        """The module on the compute device for the duration of the block."""
-        if not self.offloads:
+        """The module with its weights on the compute device for the duration of the block."""
+        if self.unit is None:
             yield self.module
             return
-        self.module.to(self.compute)
+        self.unit.load()
+        self.unit.wait()
         try:
             yield self.module
         finally:
-            self.module.to(self.storage)
+            self.unit.drop()
             release_cached_memory(self.compute)

@@ -60,18 +60,21 @@ def encode_start_frame(vae: WanVAE, image: torch.Tensor, video: VideoSettings,
     return vae.encode_image(pixels)
 
 
-def generate_latents(dit: WanDiT, vae: WanVAE, image: torch.Tensor, context: torch.Tensor,
+def generate_latents(dit: WanDiT, vae: WanVAE, image: torch.Tensor | None, context: torch.Tensor,
                      negative_context: torch.Tensor | None = None,
                      video: VideoSettings = VideoSettings(),
                      sampler: SamplerSettings = SamplerSettings(),
-                     progress: ProgressHook | None = None) -> torch.Tensor:
-    """Image + context -> normalised video latents [1, z, F', h, w] (float32)."""
+                     progress: ProgressHook | None = None,
+                     start_latents: torch.Tensor | None = None) -> torch.Tensor:
+    """Image (or its first-frame latent) + context -> normalised video latents [1, z, F', h, w]."""
     device = dit.patch_embedding.weight.device
     shape = latent_shape(video, vae)
     dit.check_context(context, 1)
     if negative_context is not None:
         dit.check_context(negative_context, 1)
-    start = encode_start_frame(vae, image, video, device)
+    if start_latents is None:
+        start_latents = encode_start_frame(vae, image, video, device)
+    start = start_latents.to(device)
     noise = initial_noise(shape, video.seed, device)
     dtype = dit.patch_embedding.weight.dtype
     return sample(dit, noise, start, context.to(device, dtype),

@@ -140,11 +140,11 @@ class UMT5TextEncoder:
     """Prompt -> [1, 512, 4096] context for FlashI2V-1.3B (the image is not used)."""
 
     def __init__(self, model, tokenizer, text_len: int = UMT5_TEXT_LEN,
-                 compute: torch.device | str = "cpu", storage: torch.device | str | None = None):
+                 compute: torch.device | str = "cpu", offload: bool = False):
         from .offload import Placement
 
         self.tokenizer, self.text_len = tokenizer, text_len
-        self.placement = Placement(model, compute, storage)
+        self.placement = Placement(model, compute, offload)
         self.identity = f"umt5-{model.config.d_model}x{model.config.num_layers}"
 
     @torch.no_grad()

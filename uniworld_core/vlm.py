@@ -257,7 +257,7 @@ class VLMEncoder:
     """Image + prompt -> DiT context [1, max_length, 4096] (float32, on the CPU)."""
 
     def __init__(self, model, processor, adapter: EncoderAdapter, mode: str = "official",
-                 compute: torch.device | str = "cpu", storage: torch.device | str | None = None,
+                 compute: torch.device | str = "cpu", offload: bool = False,
                  max_length: int = MAX_LENGTH, image_size: tuple[int, int] = OFFICIAL_IMAGE_SIZE):
         if mode not in MODES:
             raise InputError(f"VLM mode {mode!r}", f"one of {MODES}")
@@ -271,7 +271,7 @@ class VLMEncoder:
                                   "the full Qwen2.5-VL model for 'full_vision' mode",
                                   "Use 'official' mode, or a file/folder with the visual.* weights.")
         self.processor, self.mode, self.max_length, self.image_size = processor, mode, max_length, image_size
-        self.placement = Placement(model, compute, storage)
+        self.placement = Placement(model, compute, offload)
         self.adapter = adapter.to(self.placement.compute)
         self.identity = f"{model.config.text_config.hidden_size}x{model.config.text_config.num_hidden_layers}"
 

@@ -117,7 +117,7 @@ def uniworld_osp2_i2sv(classes) -> dict:
                     "Model files:\n" + _models_note(files)], (0, -260), size=(700, 220))
     image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
     dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
-    vae = g.node("UniWorldVAELoader", [files[3], "auto"], (0, 560), models=[files[3]])
+    vae = g.node("UniWorldVAELoader", [files[3], "auto", False], (0, 560), models=[files[3]])
     vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
                  models=[files[2], files[1]], size=(360, 220))
     style = g.node("UniWorldStyleSelect", ["watercolor", 1.0, "", "none", 0.5], (360, 260))
@@ -141,7 +141,7 @@ def flashi2v_13b_umt5(classes) -> dict:
            (0, -240), size=(700, 200))
     image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
     dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
-    vae = g.node("UniWorldVAELoader", [files[3], "auto"], (0, 560), models=[files[3]])
+    vae = g.node("UniWorldVAELoader", [files[3], "auto", False], (0, 560), models=[files[3]])
     t5 = g.node("UniWorldT5Loader", [files[1], files[2], "auto", True], (360, 0), models=[files[1], files[2]])
     encode = g.node("UniWorldT5Encode", [PROMPT, ""], (760, 0), size=(400, 280))
     g.link(t5, 0, encode, "text_encoder")
@@ -159,7 +159,7 @@ def style_comparison(classes) -> dict:
            (0, -240), size=(700, 200))
     image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
     dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
-    vae = g.node("UniWorldVAELoader", [files[3], "auto"], (0, 560), models=[files[3]])
+    vae = g.node("UniWorldVAELoader", [files[3], "auto", False], (0, 560), models=[files[3]])
     vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
                  models=[files[2], files[1]], size=(360, 220))
     for row, name in enumerate(styles):
@@ -185,7 +185,7 @@ def low_vram_gguf(classes) -> dict:
            (0, -260), size=(700, 220))
     image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
     dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
-    vae = g.node("UniWorldVAELoader", [files[3], "auto"], (0, 560), models=[files[3]])
+    vae = g.node("UniWorldVAELoader", [files[3], "auto", True], (0, 560), models=[files[3]])
     vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
                  models=[files[2], files[1]], size=(360, 220))
     style = g.node("UniWorldStyleSelect", ["anime", 1.0, "", "none", 0.5], (360, 260))
