@@ -38,8 +38,8 @@ class SwapUnit:
 
     def __init__(self, module: nn.Module, device: torch.device, copy_stream=None):
         self.module, self.device, self.copy_stream = module, device, copy_stream
-        pin = device.type == "cuda"
-        self.store = {name: (p.detach().cpu().pin_memory() if pin else p.detach().cpu().clone())
+        pin = device.type == "cuda"  # pinned memory lets copies overlap compute; elsewhere keep the tensor
+        self.store = {name: (p.detach().cpu().pin_memory() if pin else p.detach().cpu())
                       for name, p in module.named_parameters()}
         self.device_copy: dict[str, torch.Tensor] | None = None
         self.ready = None
