@@ -113,13 +113,12 @@ def encode_tokens(model, ids: torch.Tensor, mask: torch.Tensor,
 def clean_prompt(text: str) -> str:
     """The official tokenizer's 'whitespace' cleaning: unescape HTML, fix text, collapse spaces."""
     import html
+    import importlib.util
 
-    try:
-        import ftfy  # optional, as in the official code
+    if importlib.util.find_spec("ftfy") is not None:  # optional, as in the official code: repairs mojibake
+        import ftfy
 
         text = ftfy.fix_text(text)
-    except ImportError:
-        pass  # ftfy only repairs mojibake; plain text is unchanged without it
     text = html.unescape(html.unescape(text))
     return re.sub(r"\s+", " ", text).strip()
 

@@ -86,7 +86,7 @@ class Graph:
 
 
 def _tail(g: Graph, dit, vae, positive, negative, image, x: int, y: int, prefix: str, fourier=None,
-          frames: int = 49, seed: int = 42):
+          frames: int = 49, seed: int = 42, tiled: bool = False):
     """Sampler -> VAE Decode -> CreateVideo -> SaveVideo."""
     sampler = g.node("UniWorldSampler", [832, 480, frames, 50, 5.0, 7.0, seed, "fixed"], (x, y), size=(340, 380))
     for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (positive, 0),
@@ -94,7 +94,7 @@ def _tail(g: Graph, dit, vae, positive, negative, image, x: int, y: int, prefix:
         g.link(src, slot, sampler, name)
     if fourier is not None:
         g.link(fourier, 0, sampler, "fourier")
-    decode = g.node("UniWorldVAEDecode", [False, 32, 8], (x + 380, y))
+    decode = g.node("UniWorldVAEDecode", [tiled, 32, 8], (x + 380, y))
     g.link(vae, 0, decode, "vae")
     g.link(sampler, 0, decode, "latent")
     video = g.node("CreateVideo", [16.0], (x + 740, y), size=(240, 80))
@@ -107,24 +107,37 @@ def _models_note(names: list[str]) -> str:
     return "\n".join(f"- models/{MODELS[n][1]}/{n}  <- {MODELS[n][0]}" for n in names)
 
 
-def uniworld_osp2_i2sv(classes) -> dict:
-    g = Graph(classes)
-    files = ["uniworld_osp2_dit_14B_bf16.safetensors", "uniworld_osp2_adapter.safetensors",
-             "qwen_2.5_vl_7b_fp8_scaled.safetensors", "wan_2.1_vae.safetensors"]
-    g.node("Note", ["Uniworld-OSP2.0 image-to-stylized-video. Load an image, describe the motion, pick a "
-                    "style. Qwen2.5-VL reads image + prompt + style; the FlashI2V DiT animates the image with "
-                    "Fourier guidance (energy ratio 0.1) and latent shifting; 50 steps, CFG 5, shift 7.\n\n"
-                    "Model files:\n" + _models_note(files)], (0, -260), size=(700, 220))
+OSP2_FILES = ["uniworld_osp2_dit_14B_bf16.safetensors", "uniworld_osp2_adapter.safetensors",
+              "qwen_2.5_vl_7b_fp8_scaled.safetensors", "wan_2.1_vae.safetensors"]
+
+
+def _osp2_inputs(g: Graph, files: list[str], note: str, vae_offload: bool = False):
+    """Note, Load Image, DiT / VAE / VLM loaders: the start of every Uniworld-OSP2.0 workflow."""
+    g.node("Note", [note + "\n\nModel files:\n" + _models_note(files)], (0, -260), size=(700, 220))
     image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
     dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
-    vae = g.node("UniWorldVAELoader", [files[3], "auto", False], (0, 560), models=[files[3]])
+    vae = g.node("UniWorldVAELoader", [files[3], "auto", vae_offload], (0, 560), models=[files[3]])
     vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
                  models=[files[2], files[1]], size=(360, 220))
-    style = g.node("UniWorldStyleSelect", ["watercolor", 1.0, "", "none", 0.5], (360, 260))
-    encode = g.node("UniWorldVLMEncode", [PROMPT, ""], (760, 0), size=(400, 300))
+    return image, dit, vae, vlm
+
+
+def _styled_encode(g: Graph, vlm, image, style_name: str, pos: tuple[int, int]):
+    style = g.node("UniWorldStyleSelect", [style_name, 1.0, "", "none", 0.5], pos)
+    encode = g.node("UniWorldVLMEncode", [PROMPT, ""], (pos[0] + 400, pos[1]), size=(400, 300))
     g.link(vlm, 0, encode, "text_encoder")
     g.link(image, 0, encode, "image")
     g.link(style, 0, encode, "style")
+    return encode
+
+
+def uniworld_osp2_i2sv(classes) -> dict:
+    g = Graph(classes)
+    image, dit, vae, vlm = _osp2_inputs(g, OSP2_FILES, (
+        "Uniworld-OSP2.0 image-to-stylized-video. Load an image, describe the motion, pick a style. "
+        "Qwen2.5-VL reads image + prompt + style; the FlashI2V DiT animates the image with Fourier guidance "
+        "(energy ratio 0.1) and latent shifting; 50 steps, CFG 5, shift 7."))
+    encode = _styled_encode(g, vlm, image, "watercolor", (360, 260))
     fourier = g.node("UniWorldFourierCutoff", [832, 480, 0.1], (760, 340))
     g.link(vae, 0, fourier, "vae")
     g.link(image, 0, fourier, "image")
@@ -151,59 +164,26 @@ def flashi2v_13b_umt5(classes) -> dict:
 
 def style_comparison(classes) -> dict:
     g = Graph(classes)
-    files = ["uniworld_osp2_dit_14B_bf16.safetensors", "uniworld_osp2_adapter.safetensors",
-             "qwen_2.5_vl_7b_fp8_scaled.safetensors", "wan_2.1_vae.safetensors"]
-    styles = ["watercolor", "anime", "cyberpunk"]
-    g.node("Note", ["One image, three styles, same seed: compare how each style transforms the same motion. "
-                    "Edit the Style Select nodes to try others.\n\nModel files:\n" + _models_note(files)],
-           (0, -240), size=(700, 200))
-    image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
-    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
-    vae = g.node("UniWorldVAELoader", [files[3], "auto", False], (0, 560), models=[files[3]])
-    vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
-                 models=[files[2], files[1]], size=(360, 220))
-    for row, name in enumerate(styles):
-        y = row * 460
-        style = g.node("UniWorldStyleSelect", [name, 1.0, "", "none", 0.5], (760, y))
-        encode = g.node("UniWorldVLMEncode", [PROMPT, ""], (1100, y), size=(400, 260))
-        g.link(vlm, 0, encode, "text_encoder")
-        g.link(image, 0, encode, "image")
-        g.link(style, 0, encode, "style")
-        _tail(g, dit, vae, encode, encode, image, 1540, y, f"video/style_{name.replace(' ', '_')}")
+    image, dit, vae, vlm = _osp2_inputs(g, OSP2_FILES, (
+        "One image, three styles, same seed: compare how each style transforms the same motion. "
+        "Edit the Style Select nodes to try others."))
+    for row, name in enumerate(["watercolor", "anime", "cyberpunk"]):
+        encode = _styled_encode(g, vlm, image, name, (760, row * 460))
+        _tail(g, dit, vae, encode, encode, image, 1600, row * 460, f"video/style_{name.replace(' ', '_')}")
     return g.to_json()
 
 
 def low_vram_gguf(classes) -> dict:
     g = Graph(classes)
-    files = ["uniworld_osp2_dit_14B_Q4_K.gguf", "uniworld_osp2_adapter.safetensors",
-             "qwen_2.5_vl_7b_fp8_scaled.safetensors", "wan_2.1_vae.safetensors"]
-    g.node("Note", ["Uniworld-OSP2.0 on a consumer GPU: the 14B DiT as GGUF Q4_K (about 9 GB, its blocks stay "
-                    "4-bit in VRAM and are dequantised layer by layer), the fp8 Qwen2.5-VL kept in CPU RAM "
-                    "between encodings (offload on), and the VAE decoded in spatial tiles. Make the GGUF "
-                    "yourself with: python -m uniworld_core quantize <dit>.safetensors "
-                    "uniworld_osp2_dit_14B_Q4_K.gguf --type Q4_K\n\nModel files:\n" + _models_note(files)],
-           (0, -260), size=(700, 220))
-    image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
-    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
-    vae = g.node("UniWorldVAELoader", [files[3], "auto", True], (0, 560), models=[files[3]])
-    vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
-                 models=[files[2], files[1]], size=(360, 220))
-    style = g.node("UniWorldStyleSelect", ["anime", 1.0, "", "none", 0.5], (360, 260))
-    encode = g.node("UniWorldVLMEncode", [PROMPT, ""], (760, 0), size=(400, 300))
-    g.link(vlm, 0, encode, "text_encoder")
-    g.link(image, 0, encode, "image")
-    g.link(style, 0, encode, "style")
-    sampler = g.node("UniWorldSampler", [832, 480, 49, 50, 5.0, 7.0, 42, "fixed"], (1200, 0), size=(340, 380))
-    for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (encode, 0),
-                              "negative": (encode, 1), "start_image": (image, 0)}.items():
-        g.link(src, slot, sampler, name)
-    decode = g.node("UniWorldVAEDecode", [True, 32, 8], (1580, 0))
-    g.link(vae, 0, decode, "vae")
-    g.link(sampler, 0, decode, "latent")
-    video = g.node("CreateVideo", [16.0], (1940, 0), size=(240, 80))
-    g.link(decode, 0, video, "images")
-    save = g.node("SaveVideo", ["video/uniworld_osp2_low_vram", "auto", "auto"], (2220, 0), size=(320, 320))
-    g.link(video, 0, save, "video")
+    files = ["uniworld_osp2_dit_14B_Q4_K.gguf", *OSP2_FILES[1:]]
+    image, dit, vae, vlm = _osp2_inputs(g, files, (
+        "Uniworld-OSP2.0 on a consumer GPU: the 14B DiT as GGUF Q4_K (about 9 GB, its blocks stay 4-bit in "
+        "VRAM and are dequantised layer by layer; blocks that do not fit stream from CPU RAM), the fp8 "
+        "Qwen2.5-VL and the VAE kept in CPU RAM between uses, and the VAE decoded in spatial tiles. Make the "
+        "GGUF yourself with: python -m uniworld_core quantize <dit>.safetensors "
+        "uniworld_osp2_dit_14B_Q4_K.gguf --type Q4_K"), vae_offload=True)
+    encode = _styled_encode(g, vlm, image, "anime", (360, 260))
+    _tail(g, dit, vae, encode, encode, image, 1200, 0, "video/uniworld_osp2_low_vram", tiled=True)
     return g.to_json()
 
 
