@@ -1,0 +1,70 @@
+"""Training configuration, validated with errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+MODES = ("adapter", "flashi2v", "lora", "full")
+
+
+class ConfigError(ValueError):
+    """An invalid training setting, naming the field."""
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "lora"  # adapter (OSP2.0 recipe) | flashi2v (its modules) | lora | full
+    steps: int = 1000
+    batch_size: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-15
+    warmup_steps: int = 0
+    schedule: str = "constant"  # constant | cosine
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    text_drop: float = 0.1
+    shift: float | None = None  # training time shift; None = resolution-dependent (official)
+    lora_rank: int = 16
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    seed: int = 0
+    save_every: int = 0
+    output_dir: str = "train_output"
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        checks = [
+            ("mode", self.mode in MODES, f"one of {MODES}"),
+            ("steps", self.steps >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("lr", self.lr > 0, "positive"),
+            ("weight_decay", self.weight_decay >= 0, "non-negative"),
+            ("warmup_steps", 0 <= self.warmup_steps, "non-negative"),
+            ("schedule", self.schedule in ("constant", "cosine"), "constant or cosine"),
+            ("grad_clip", self.grad_clip >= 0, "non-negative (0 = off)"),
+            ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+            ("text_drop", 0 <= self.text_drop <= 1, "in [0, 1]"),
+            ("shift", self.shift is None or self.shift > 0, "positive, or null for the resolution-dependent shift"),
+            ("lora_rank", self.lora_rank >= 1, "at least 1"),
+            ("mixed_precision", self.mixed_precision in ("no", "bf16", "fp16"), "no, bf16 or fp16"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"training setting '{name}' is {getattr(self, name)!r}; expected {expected}")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        values = json.loads(Path(path).read_text())
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {sorted(unknown)} in {path}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)

@@ -1,0 +1,48 @@
+"""The FlashI2V / Uniworld-OSP2.0 training objective.
+
+For clean latents x0 of a clip (its first latent frame is the first-frame
+latent: the causal VAE encodes frame 0 alone): sigma from a logit-normal
+distribution with the resolution-dependent shift, x_t = sigma*noise +
+(1-sigma)*x0 - proj(x0[:, :, :1]) (latent shifting), Fourier features of the
+first frame at an energy ratio drawn from U[0.05, 0.95], the prompt dropped
+(replaced by the empty prompt's features) with probability 0.1, and the MSE
+between the DiT's velocity and noise - x0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from uniworld_core.dit import WanDiT
+from uniworld_core.fourier import TRAINING_ENERGY_RANGE, high_frequency, sample_energy_ratio
+from uniworld_core.schedule import dynamic_shift, sample_training_sigmas, timesteps_from_sigmas, training_pair
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    text_drop: float = 0.1
+    fourier_range: tuple[float, float] = TRAINING_ENERGY_RANGE
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float | None = None  # None: resolution-dependent shift
+
+
+def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty_context: torch.Tensor,
+                  cfg: ObjectiveConfig, generator: torch.Generator) -> torch.Tensor:
+    """One training loss for clean latents [B, 16, F, h, w] and context [B, L, D] (adapter output)."""
+    batch, device = clean.shape[0], clean.device
+    start = clean[:, :, :1]
+    noise = torch.randn(clean.shape, generator=generator).to(device)
+    shift = cfg.shift if cfg.shift is not None else dynamic_shift(clean.shape[3], clean.shape[4])
+    sigma = sample_training_sigmas(batch, shift, True, cfg.logit_mean, cfg.logit_std, generator).to(device)
+    x_t, target = training_pair(clean, noise, sigma, dit.learnable_proj(start))
+    ratio = sample_energy_ratio(batch, generator, *cfg.fourier_range).to(device)
+    features = high_frequency(start, ratio).expand(-1, -1, clean.shape[2], -1, -1)
+    drop = (torch.rand(batch, generator=generator) < cfg.text_drop).to(device)
+    context = torch.where(drop[:, None, None], empty_context.expand_as(context), context)
+    dtype = dit.patch_embedding.weight.dtype
+    velocity = dit(x_t.to(dtype), timesteps_from_sigmas(sigma), context.to(dtype), features.to(dtype))
+    return F.mse_loss(velocity.float(), target)

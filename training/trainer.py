@@ -1,0 +1,178 @@
+"""The training loop: trainable sets, AdamW, schedule, clipping, EMA, exact checkpoints.
+
+Runs as a plain loop on one device, and under `accelerate launch` on several
+(the model and optimizer go through `Accelerator.prepare`; no home-made
+distributed code).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from uniworld_core.dit import WanDiT
+
+from .config import TrainConfig
+from .lora_train import LoraSet
+from .objective import ObjectiveConfig, flashi2v_loss
+
+
+def trainable_parameters(mode: str, dit: WanDiT, adapter: nn.Module | None,
+                         lora: LoraSet | None) -> dict[str, nn.Parameter]:
+    """The parameters each mode trains; everything else is frozen."""
+    for p in dit.parameters():
+        p.requires_grad_(False)
+    if adapter is not None:
+        for p in adapter.parameters():
+            p.requires_grad_(False)
+    if mode == "adapter":
+        if adapter is None:
+            raise ValueError("mode 'adapter' needs an adapter (VLM features in the data)")
+        chosen = {f"adapter.{n}": p for n, p in adapter.named_parameters()}
+    elif mode == "flashi2v":
+        chosen = {n: p for n, p in dit.named_parameters() if n.startswith(("fourier_embedding", "learnable_proj"))}
+    elif mode == "lora":
+        chosen = {f"lora.{n}": p for n, p in lora.named_parameters()}
+    else:
+        chosen = dict(dit.named_parameters())
+    for p in chosen.values():
+        p.requires_grad_(True)
+    return chosen
+
+
+class EMA:
+    """Exponential moving average of the trainable parameters (float32 shadows)."""
+
+    def __init__(self, params: dict[str, nn.Parameter], decay: float):
+        self.decay = decay
+        self.shadow = {n: p.detach().float().clone() for n, p in params.items()}
+
+    @torch.no_grad()
+    def update(self, params: dict[str, nn.Parameter]) -> None:
+        for name, p in params.items():
+            self.shadow[name].lerp_(p.detach().float(), 1 - self.decay)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+class Trainer:
+    """Trains on batches of cached tensors: latents, conditioning features and the empty prompt's."""
+
+    def __init__(self, dit: WanDiT, cfg: TrainConfig, adapter: nn.Module | None = None, accelerator=None):
+        from accelerate import Accelerator
+
+        self.cfg, self.dit, self.adapter = cfg, dit, adapter
+        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not (
+            torch.cuda.is_available()))
+        self.lora = LoraSet(dit, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout) if cfg.mode == "lora" else None
+        dit.gradient_checkpointing = cfg.gradient_checkpointing
+        self.params = trainable_parameters(cfg.mode, dit, adapter, self.lora)
+        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                           weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
+        self.optimizer, self.scheduler = self.accelerator.prepare(self.optimizer, self.scheduler)
+        self.ema = EMA(self.params, cfg.ema_decay)
+        self.objective = ObjectiveConfig(text_drop=cfg.text_drop, shift=cfg.shift)
+        self.generator = torch.Generator().manual_seed(cfg.seed + self.accelerator.process_index)
+        self.step = 0
+        self.data_position = 0
+
+    def _context(self, features: torch.Tensor) -> torch.Tensor:
+        return self.adapter(features) if self.adapter is not None else features
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        """One optimisation step on a batch {latents, features, empty_features}."""
+        device = self.accelerator.device
+        with self.accelerator.autocast():
+            context = self._context(batch["features"].to(device))
+            empty = self._context(batch["empty_features"].to(device))
+            loss = flashi2v_loss(self.dit, batch["latents"].to(device), context, empty, self.objective,
+                                 self.generator)
+        self.accelerator.backward(loss)
+        if self.cfg.grad_clip:
+            self.accelerator.clip_grad_norm_(list(self.params.values()), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.params)
+        self.step += 1
+        return float(loss.detach())
+
+    # ---- checkpoints: everything needed to continue exactly
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({n: p.detach().float().cpu().contiguous() for n, p in self.params.items()},
+                  str(folder / "trainable.safetensors"))
+        save_file({n: t.cpu().contiguous() for n, t in self.ema.shadow.items()}, str(folder / "ema.safetensors"))
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "step": self.step, "data_position": self.data_position,
+                    "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                    "numpy_rng": _numpy_rng(), "python_rng": _python_rng_tensor()},
+                   folder / "state.pt")
+        return folder
+
+    def load(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        trained = load_file(str(folder / "trainable.safetensors"))
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(trained[name])
+        self.ema.shadow = {n: t.float() for n, t in load_file(str(folder / "ema.safetensors")).items()}
+        state = torch.load(folder / "state.pt", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.data_position = int(state["step"]), int(state["data_position"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        keys, pos, has_gauss, gauss = state["numpy_rng"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+        random.setstate(_python_rng_state(state["python_rng"]))
+
+    # ---- exports in the formats our loaders and ComfyUI read
+
+    def export(self, folder: str | Path, use_ema: bool = True) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = self.ema.shadow if use_ema else {n: p.detach().float() for n, p in self.params.items()}
+        if self.cfg.mode == "lora":
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(weights[name])
+            return self.lora.export(folder / "lora.safetensors")
+        if self.cfg.mode == "adapter":
+            tensors = {n.removeprefix("adapter."): t.contiguous() for n, t in weights.items()}
+            save_file(tensors, str(folder / "adapter.safetensors"))
+            return folder / "adapter.safetensors"
+        state = {n: p.detach().float().cpu().contiguous() for n, p in self.dit.state_dict().items()}
+        state.update({n: t.cpu().contiguous() for n, t in weights.items()})
+        save_file(state, str(folder / "dit.safetensors"), metadata={"dit_config": self.dit.cfg.to_json()})
+        return folder / "dit.safetensors"
+
+
+def _numpy_rng() -> tuple:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss
+
+
+def _python_rng_tensor() -> torch.Tensor:
+    version, state, gauss = random.getstate()
+    return torch.tensor(list(state), dtype=torch.int64)
+
+
+def _python_rng_state(tensor: torch.Tensor):
+    return (3, tuple(int(v) for v in tensor.tolist()), None)
