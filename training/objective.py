@@ -30,18 +30,33 @@ class ObjectiveConfig:
     shift: float | None = None  # None: resolution-dependent shift
 
 
+def draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generator,
+         part: slice = slice(None)) -> dict[str, torch.Tensor]:
+    """The random draws of one step for a global batch of latents `shape`, then this process's `part`.
+
+    Every process draws the whole batch from the same generator, so splitting a
+    batch across processes changes nothing but who computes which sample.
+    """
+    batch = shape[0]
+    noise = torch.randn(shape, generator=generator)
+    shift = cfg.shift if cfg.shift is not None else dynamic_shift(shape[3], shape[4])
+    sigma = sample_training_sigmas(batch, shift, True, cfg.logit_mean, cfg.logit_std, generator)
+    ratio = sample_energy_ratio(batch, generator, *cfg.fourier_range)
+    drop = torch.rand(batch, generator=generator) < cfg.text_drop
+    return {"noise": noise[part], "sigma": sigma[part], "ratio": ratio[part], "drop": drop[part]}
+
+
 def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty_context: torch.Tensor,
-                  cfg: ObjectiveConfig, generator: torch.Generator) -> torch.Tensor:
+                  cfg: ObjectiveConfig, generator: torch.Generator | None = None,
+                  draws: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """One training loss for clean latents [B, 16, F, h, w] and context [B, L, D] (adapter output)."""
-    batch, device = clean.shape[0], clean.device
+    device = clean.device
+    draws = draws if draws is not None else draw(tuple(clean.shape), cfg, generator)
+    noise, sigma = draws["noise"].to(device), draws["sigma"].to(device)
     start = clean[:, :, :1]
-    noise = torch.randn(clean.shape, generator=generator).to(device)
-    shift = cfg.shift if cfg.shift is not None else dynamic_shift(clean.shape[3], clean.shape[4])
-    sigma = sample_training_sigmas(batch, shift, True, cfg.logit_mean, cfg.logit_std, generator).to(device)
     x_t, target = training_pair(clean, noise, sigma, dit.learnable_proj(start))
-    ratio = sample_energy_ratio(batch, generator, *cfg.fourier_range).to(device)
-    features = high_frequency(start, ratio).expand(-1, -1, clean.shape[2], -1, -1)
-    drop = (torch.rand(batch, generator=generator) < cfg.text_drop).to(device)
+    features = high_frequency(start, draws["ratio"].to(device)).expand(-1, -1, clean.shape[2], -1, -1)
+    drop = draws["drop"].to(device)
     context = torch.where(drop[:, None, None], empty_context.expand_as(context), context)
     dtype = dit.patch_embedding.weight.dtype
     velocity = dit(x_t.to(dtype), timesteps_from_sigmas(sigma), context.to(dtype), features.to(dtype))

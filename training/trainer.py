@@ -20,7 +20,7 @@ from uniworld_core.dit import WanDiT
 
 from .config import TrainConfig
 from .lora_train import LoraSet
-from .objective import ObjectiveConfig, flashi2v_loss
+from .objective import ObjectiveConfig, draw, flashi2v_loss
 
 
 def trainable_parameters(mode: str, dit: WanDiT, adapter: nn.Module | None,
@@ -86,7 +86,8 @@ class Trainer:
         self.optimizer, self.scheduler = self.accelerator.prepare(self.optimizer, self.scheduler)
         self.ema = EMA(self.params, cfg.ema_decay)
         self.objective = ObjectiveConfig(text_drop=cfg.text_drop, shift=cfg.shift)
-        self.generator = torch.Generator().manual_seed(cfg.seed + self.accelerator.process_index)
+        # the same stream on every process: each draws the global batch and keeps its part
+        self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.data_position = 0
 
@@ -94,14 +95,21 @@ class Trainer:
         return self.adapter(features) if self.adapter is not None else features
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimisation step on a batch {latents, features, empty_features}."""
-        device = self.accelerator.device
-        with self.accelerator.autocast():
+        """One optimisation step on this process's part of the batch {latents, features, empty_features}."""
+        device, acc = self.accelerator.device, self.accelerator
+        local = batch["latents"].shape[0]
+        shape = (local * acc.num_processes, *batch["latents"].shape[1:])
+        part = slice(acc.process_index * local, (acc.process_index + 1) * local)
+        draws = draw(shape, self.objective, self.generator, part)
+        with acc.autocast():
             context = self._context(batch["features"].to(device))
             empty = self._context(batch["empty_features"].to(device))
             loss = flashi2v_loss(self.dit, batch["latents"].to(device), context, empty, self.objective,
-                                 self.generator)
-        self.accelerator.backward(loss)
+                                 draws=draws)
+        acc.backward(loss)
+        if acc.num_processes > 1:  # the mean over processes is the gradient of the global batch's mean loss
+            for p in self.params.values():
+                p.grad = acc.reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="mean")
         if self.cfg.grad_clip:
             self.accelerator.clip_grad_norm_(list(self.params.values()), self.cfg.grad_clip)
         self.optimizer.step()

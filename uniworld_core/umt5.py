@@ -146,6 +146,10 @@ class UMT5TextEncoder:
         self.placement = Placement(model, compute, offload)
         self.identity = f"umt5-{model.config.d_model}x{model.config.num_layers}"
 
+    def features(self, image, prompt: str) -> torch.Tensor:
+        """What training caches: for umT5 the context itself."""
+        return self.encode(image, prompt)
+
     @torch.no_grad()
     def encode(self, image, prompt: str) -> torch.Tensor:
         tokens = self.tokenizer([clean_prompt(prompt)], padding="max_length", max_length=self.text_len,

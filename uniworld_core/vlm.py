@@ -317,6 +317,11 @@ class VLMEncoder:
             return out.last_hidden_state
 
     @torch.no_grad()
+    def features(self, image: torch.Tensor | Image.Image, prompt: str) -> torch.Tensor:
+        """The adapter's input: last hidden states [1, max_length, hidden] (what training caches)."""
+        return self.hidden_states(self.tokenize(image, prompt)).float().cpu()
+
+    @torch.no_grad()
     def encode(self, image: torch.Tensor | Image.Image, prompt: str) -> torch.Tensor:
         """[1, max_length, 4096] DiT context for this image and prompt."""
         hidden = self.hidden_states(self.tokenize(image, prompt))

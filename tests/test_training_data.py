@@ -1,0 +1,147 @@
+"""Training data, cache and the training command: bad entries are skipped and counted, runs resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+from PIL import Image
+from safetensors.torch import save_file
+
+from training.cache import CachedClips, build_cache
+from training.config import TrainConfig
+from training.data import ClipDataset, read_meta
+from training.run import train
+from uniworld_core.config import DiTConfig, VAEConfig
+from uniworld_core.dit import WanDiT
+from uniworld_core.vae import WanVAE
+
+TEXT_DIM = 24
+
+
+def _frames(folder, count, size=(40, 56), seed=0):
+    folder.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(seed)
+    for i in range(count):
+        pixels = (torch.rand(*size, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+
+
+def _video(path, count, size=(40, 56)):
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.height, stream.width, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(count):
+            frame = torch.full((*size, 3), i * 20 % 255, dtype=torch.uint8).numpy()
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.fixture
+def meta(tmp_path):
+    _frames(tmp_path / "clip_a", 9)
+    _frames(tmp_path / "clip_b", 9, seed=1)
+    _frames(tmp_path / "short", 3)
+    _video(tmp_path / "clip_c.mp4", 12)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all" * 50)
+    entries = [{"path": "clip_a", "cap": "a red ball rolls", "fps": 16},
+               {"path": "clip_b", "cap": "a cat walks", "style": "watercolor", "fps": 16},
+               {"path": "clip_c.mp4", "cap": "lights fade"},
+               {"path": "short", "cap": "too short", "fps": 16},
+               {"path": "missing_dir", "cap": "gone"},
+               {"path": "broken.mp4", "cap": "corrupt"},
+               {"path": "clip_a", "cap": ""},
+               {"cap": "no path"}]
+    (tmp_path / "meta.json").write_text(json.dumps(entries))
+    return tmp_path / "meta.json"
+
+
+def test_bad_entries_are_skipped_with_reasons_and_counted(meta):
+    entries, skipped = read_meta(meta)
+    assert len(entries) == 6 and skipped == {"no caption": 1, "no path": 1}
+    dataset = ClipDataset(entries, num_frames=5, train_fps=16, buckets=((32, 48), (48, 32)))
+    items = [dataset[i] for i in range(len(dataset))]
+    good = [i for i in items if i is not None]
+    assert len(good) == 3
+    assert all(i["video"].shape == (3, 5, 32, 48) for i in good)
+    assert all(-1 <= i["video"].min() and i["video"].max() <= 1 for i in good)
+    assert dataset.skipped == {"too short": 1, "missing file": 1, "corrupt video": 1}
+
+
+class FeatureStandIn:
+    """A prompt encoder for the cache test: deterministic features from the prompt text."""
+
+    def features(self, image, prompt):
+        gen = torch.Generator().manual_seed(sum(map(ord, prompt)) % 2**31)
+        return torch.randn(1, 6, TEXT_DIM, generator=gen)
+
+
+def _cache(meta, out):
+    entries, _ = read_meta(meta)
+    dataset = ClipDataset(entries, num_frames=5, train_fps=16, buckets=((32, 48),))
+    torch.manual_seed(0)
+    return build_cache(dataset, WanVAE(VAEConfig(base_dim=8)).eval(), FeatureStandIn(), out)
+
+
+def test_cache_round_trip(meta, tmp_path):
+    manifest = _cache(meta, tmp_path / "cache")
+    assert manifest["cached"] == 3 and sum(manifest["skipped"].values()) == 3
+    data = CachedClips(tmp_path / "cache")
+    assert len(data) == 3 and data.shapes[0] == (16, 2, 4, 6)
+    assert data[0]["features"].shape == (6, TEXT_DIM) and data.empty.shape == (6, TEXT_DIM)
+
+
+def test_training_command_runs_and_resumes(meta, tmp_path):
+    _cache(meta, tmp_path / "cache")
+    torch.manual_seed(0)
+    save_file(WanDiT(DiTConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32,
+                               text_dim=TEXT_DIM)).state_dict(), str(tmp_path / "dit.safetensors"))
+    cfg = dict(mode="lora", steps=3, batch_size=1, lr=1e-3, lora_rank=4, output_dir=str(tmp_path / "run"))
+    first = train(TrainConfig(**cfg), tmp_path / "cache", tmp_path / "dit.safetensors")
+    assert first.name == "lora.safetensors" and first.is_file()
+    longer = train(TrainConfig(**{**cfg, "steps": 5}), tmp_path / "cache", tmp_path / "dit.safetensors")
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5], "the second run resumed at step 3"
+    assert longer.is_file()
+
+
+TWO_PROCESS = r"""
+import os, sys, torch
+sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
+from test_training import clips, _model, _padded
+from training.config import TrainConfig
+from training.trainer import Trainer
+data = _padded(clips())  # 4 clips
+world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+share = 4 // world
+mine = {{k: v[rank * share:(rank + 1) * share] for k, v in data.items()}}
+trainer = Trainer(_model(), TrainConfig(mode="lora", steps=1, lr=1e-2, lora_rank=4, seed=5, text_drop=0.5))
+trainer.train_step(mine)
+if rank == 0:
+    torch.save({{n: p.detach() for n, p in trainer.params.items()}}, sys.argv[1])
+"""
+
+
+def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
+    script = tmp_path / "step.py"
+    script.write_text(TWO_PROCESS.format(repo=str(REPO), tests=str(REPO / "tests")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt")], check=True, env=env, cwd=tmp_path,
+                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    "29533", str(script), str(tmp_path / "two.pt")], check=True, env=env, cwd=tmp_path,
+                   capture_output=True, timeout=300)
+    one, two = (torch.load(tmp_path / f, weights_only=True) for f in ("one.pt", "two.pt"))
+    assert one.keys() == two.keys()
+    changed = 0
+    for name in one:
+        assert torch.allclose(one[name], two[name], atol=1e-6, rtol=1e-5), name
+        changed += int(not torch.equal(one[name], torch.zeros_like(one[name])))
+    assert changed > 0

@@ -1,0 +1,82 @@
+"""Run a training: cached clips -> trained weights (adapter, FlashI2V modules, LoRA or full DiT).
+
+    python -m training train --config lora.json --cache cache/ --dit dit.safetensors
+    accelerate launch --num_processes 2 -m training train ...      (several devices)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from uniworld_core.checkpoints import load
+from uniworld_core.vlm import DIT_TEXT_DIM, EncoderAdapter, load_adapter
+
+from .cache import CachedClips, epoch_batches
+from .config import TrainConfig
+from .data import log
+from .trainer import Trainer
+
+
+def _adapter(cfg: TrainConfig, path: str | None, feature_dim: int, text_dim: int):
+    if path:
+        return load_adapter(path, vlm_hidden=feature_dim)
+    if cfg.mode == "adapter":
+        return EncoderAdapter(feature_dim, DIT_TEXT_DIM, text_dim)
+    return None
+
+
+def _batch(data: CachedClips, indices: list[int], rank: int, world: int) -> dict[str, torch.Tensor]:
+    """This process's share of a batch (batch_size must be a multiple of the process count)."""
+    share = len(indices) // world
+    mine = [data[i] for i in indices[rank * share:(rank + 1) * share]]
+    latents = torch.stack([m["latents"] for m in mine])
+    features = torch.stack([m["features"] for m in mine])
+    return {"latents": latents, "features": features, "empty_features": data.empty.expand_as(features)}
+
+
+def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter_path: str | None = None,
+          accelerator=None) -> Path:
+    """Train for `cfg.steps`, resuming from `output_dir/checkpoint` when it exists; returns the export."""
+    from accelerate import Accelerator
+
+    acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    data = CachedClips(cache_dir)
+    if cfg.batch_size % acc.num_processes:
+        raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {acc.num_processes} processes")
+    dit = load(dit_path, "dit", acc.device, torch.float32).model
+    adapter = _adapter(cfg, adapter_path, data.empty.shape[-1], dit.cfg.text_dim)
+    if adapter is not None:
+        adapter.to(acc.device)
+    trainer = Trainer(dit, cfg, adapter, acc)
+    out = Path(cfg.output_dir)
+    if (out / "checkpoint" / "state.pt").is_file():
+        trainer.load(out / "checkpoint")
+        log.info("resumed at step %d", trainer.step)
+    log_file = out / "log.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    per_epoch = len(epoch_batches(data, cfg.batch_size, cfg.seed, 0))
+    if not per_epoch:
+        raise ValueError(f"no batch of {cfg.batch_size} clips of one aspect ratio in {cache_dir}")
+    started = time.perf_counter()
+    while trainer.step < cfg.steps:
+        epoch, position = divmod(trainer.data_position, per_epoch)
+        indices = epoch_batches(data, cfg.batch_size, cfg.seed, epoch)[position]
+        loss = trainer.train_step(_batch(data, indices, acc.process_index, acc.num_processes))
+        trainer.data_position += 1
+        if acc.is_main_process:
+            record = {"step": trainer.step, "loss": loss, "lr": trainer.scheduler.get_last_lr()[0],
+                      "seconds": round(time.perf_counter() - started, 2)}
+            with open(log_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(f"\rstep {trainer.step}/{cfg.steps} loss {loss:.4f}", end="", flush=True)
+        if cfg.save_every and trainer.step % cfg.save_every == 0 and acc.is_main_process:
+            trainer.save(out / "checkpoint")
+    if acc.is_main_process:
+        print()
+        trainer.save(out / "checkpoint")
+        return trainer.export(out / "export")
+    return out / "export"
