@@ -145,3 +145,55 @@ def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
         assert torch.allclose(one[name], two[name], atol=1e-6, rtol=1e-5), name
         changed += int(not torch.equal(one[name], torch.zeros_like(one[name])))
     assert changed > 0
+
+
+def test_validation_clips_are_written_and_logged(meta, tmp_path):
+    _cache(meta, tmp_path / "cache")
+    torch.manual_seed(0)
+    save_file(WanDiT(DiTConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32,
+                               text_dim=TEXT_DIM)).state_dict(), str(tmp_path / "dit.safetensors"))
+    save_file(WanVAE(VAEConfig(base_dim=8)).state_dict(), str(tmp_path / "vae.safetensors"))
+    cfg = TrainConfig(mode="lora", steps=4, lora_rank=4, validate_every=2, validation_steps=2,
+                      output_dir=str(tmp_path / "run"))
+    train(cfg, tmp_path / "cache", tmp_path / "dit.safetensors", vae_path=str(tmp_path / "vae.safetensors"))
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    checks = [r for r in log if "validation_loss" in r]
+    assert [r["step"] for r in checks] == [2, 4]
+    with Image.open(checks[-1]["validation_clip"]) as clip:
+        assert clip.n_frames == 5 and clip.size == (48, 32)
+
+
+@pytest.mark.parametrize("storage", ["Q8_0", "fp8_e4m3fn"])
+def test_lora_trains_on_a_frozen_quantised_base(tmp_path, storage):
+    from test_training import _padded, clips
+
+    from training.trainer import Trainer
+    from uniworld_core.checkpoints import load
+    from uniworld_core.quantize import quantize_file
+
+    torch.manual_seed(0)
+    cfg = DiTConfig(dim=256, ffn_dim=256, num_heads=2, num_layers=1, freq_dim=32, text_dim=24)
+    save_file(WanDiT(cfg).state_dict(), str(tmp_path / "dit.safetensors"))
+    suffix = "safetensors" if storage.startswith("fp8") else "gguf"
+    base = load(quantize_file(tmp_path / "dit.safetensors", tmp_path / f"q.{suffix}", storage), "dit").model
+    stored = {n: p.clone() for n, p in base.named_parameters()}
+    trainer = Trainer(base, TrainConfig(mode="lora", steps=3, lr=1e-2, lora_rank=4, text_drop=0.0))
+    losses = [trainer.train_step(_padded(clips())) for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert any(p.abs().sum() > 0 for n, p in trainer.params.items() if ".up." in n), "LoRA B was updated"
+    for name, p in base.named_parameters():
+        assert torch.equal(p, stored[name]), f"{name} of the frozen base changed"
+
+
+def test_ema_weights_swap_in_and_back():
+    from test_training import _model, _padded, clips
+
+    from training.trainer import Trainer
+
+    trainer = Trainer(_model(), TrainConfig(mode="full", steps=2, lr=1e-2, ema_decay=0.5))
+    trainer.train_step(_padded(clips()))
+    name = next(iter(trainer.params))
+    live = trainer.params[name].detach().clone()
+    with trainer.ema_weights():
+        assert torch.equal(trainer.params[name], trainer.ema.shadow[name])
+    assert torch.equal(trainer.params[name], live)

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--cache", required=True)
     run.add_argument("--dit", required=True)
     run.add_argument("--adapter", help="an adapter to start from (or to use frozen in other modes)")
+    run.add_argument("--vae", help="Wan2.1 VAE, to save validation clips as video (else as latents)")
     args = parser.parse_args(argv)
     try:
         if args.command == "cache":
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             vae = load(args.vae, "vae", device, torch.float32).model
             print(build_cache(dataset, vae, _encoder(args), args.out))
         else:
-            print(f"exported {train(TrainConfig.from_file(args.config), args.cache, args.dit, args.adapter)}")
+            cfg = TrainConfig.from_file(args.config)
+            print(f"exported {train(cfg, args.cache, args.dit, args.adapter, vae_path=args.vae)}")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,6 +35,8 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16
     seed: int = 0
     save_every: int = 0
+    validate_every: int = 0  # 0 = off; else sample a clip from the first cached clip's frame every N steps
+    validation_steps: int = 8
     output_dir: str = "train_output"
 
     def __post_init__(self):

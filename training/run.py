@@ -38,8 +38,37 @@ def _batch(data: CachedClips, indices: list[int], rank: int, world: int) -> dict
     return {"latents": latents, "features": features, "empty_features": data.empty.expand_as(features)}
 
 
+def _validate(trainer: Trainer, data: CachedClips, out: Path, vae) -> dict:
+    """Sample a clip from the first cached clip's first frame with the EMA weights; save it."""
+    from safetensors.torch import save_file
+
+    latents, loss = trainer.validate(data[0], data.empty, trainer.cfg.validation_steps)
+    folder = out / "validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    if vae is not None:
+        from uniworld_core.media import save_webp, video_to_frames
+
+        path = save_webp(video_to_frames(vae.decode(latents.to(next(vae.parameters()).device))),
+                         folder / f"step_{trainer.step:06d}.webp")
+    else:
+        path = folder / f"step_{trainer.step:06d}.safetensors"
+        save_file({"latents": latents.cpu().contiguous()}, str(path))
+    return {"step": trainer.step, "validation_loss": loss, "validation_clip": str(path)}
+
+
+def _tensorboard(folder: Path):
+    """A SummaryWriter when TensorBoard is installed (optional), else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder / "tensorboard"))
+
+
 def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter_path: str | None = None,
-          accelerator=None) -> Path:
+          accelerator=None, vae_path: str | None = None) -> Path:
     """Train for `cfg.steps`, resuming from `output_dir/checkpoint` when it exists; returns the export."""
     from accelerate import Accelerator
 
@@ -58,6 +87,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
         log.info("resumed at step %d", trainer.step)
     log_file = out / "log.jsonl"
     out.mkdir(parents=True, exist_ok=True)
+    vae = None
+    board = _tensorboard(out) if acc.is_main_process else None
     per_epoch = len(epoch_batches(data, cfg.batch_size, cfg.seed, 0))
     if not per_epoch:
         raise ValueError(f"no batch of {cfg.batch_size} clips of one aspect ratio in {cache_dir}")
@@ -72,9 +103,17 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
                       "seconds": round(time.perf_counter() - started, 2)}
             with open(log_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if board is not None:
+                board.add_scalar("loss", loss, trainer.step)
+                board.add_scalar("lr", record["lr"], trainer.step)
             print(f"\rstep {trainer.step}/{cfg.steps} loss {loss:.4f}", end="", flush=True)
         if cfg.save_every and trainer.step % cfg.save_every == 0 and acc.is_main_process:
             trainer.save(out / "checkpoint")
+        if cfg.validate_every and trainer.step % cfg.validate_every == 0 and acc.is_main_process:
+            if vae is None and vae_path:
+                vae = load(vae_path, "vae", acc.device, torch.float32).model
+            with open(log_file, "a") as f:
+                f.write(json.dumps(_validate(trainer, data, out, vae)) + "\n")
     if acc.is_main_process:
         print()
         trainer.save(out / "checkpoint")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from uniworld_core.device import device_rng_states, set_device_rng_states
 from uniworld_core.dit import WanDiT
+from uniworld_core.sampler import SamplerSettings, sample
 
 from .config import TrainConfig
 from .lora_train import LoraSet
@@ -119,6 +122,37 @@ class Trainer:
         self.step += 1
         return float(loss.detach())
 
+    @contextmanager
+    def ema_weights(self):
+        """The trainable parameters replaced by their EMA inside the block (for validation)."""
+        saved = {n: p.detach().clone() for n, p in self.params.items()}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self.ema.shadow[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(saved[name])
+
+    @torch.no_grad()
+    def validate(self, clip: dict[str, torch.Tensor], empty: torch.Tensor, steps: int = 8,
+                 seed: int = 0) -> tuple[torch.Tensor, float]:
+        """A clip sampled from a held-out first frame with the EMA weights, and its fixed-draw loss."""
+        device = self.accelerator.device
+        latents = clip["latents"][None].to(device)
+        with self.ema_weights():
+            context = self._context(clip["features"][None].to(device))
+            negative = self._context(empty[None].to(device))
+            gen = torch.Generator().manual_seed(seed)
+            objective = ObjectiveConfig(text_drop=0.0, shift=self.objective.shift)
+            loss = float(flashi2v_loss(self.dit, latents, context, negative, objective, gen))
+            noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+            sampled = sample(self.dit, noise, latents[:, :, :1], context, negative,
+                             SamplerSettings(steps=steps, guidance_scale=5.0))
+        return sampled, loss
+
     # ---- checkpoints: everything needed to continue exactly
 
     def save(self, folder: str | Path) -> Path:
@@ -130,7 +164,8 @@ class Trainer:
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     "step": self.step, "data_position": self.data_position,
                     "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                    "numpy_rng": _numpy_rng(), "python_rng": _python_rng_tensor()},
+                    "numpy_rng": _numpy_rng(), "python_rng": _python_rng_tensor(),
+                    "device_rng": device_rng_states()},
                    folder / "state.pt")
         return folder
 
@@ -150,6 +185,7 @@ class Trainer:
         keys, pos, has_gauss, gauss = state["numpy_rng"]
         np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
         random.setstate(_python_rng_state(state["python_rng"]))
+        set_device_rng_states(state.get("device_rng", {}))
 
     # ---- exports in the formats our loaders and ComfyUI read
 

@@ -93,3 +93,20 @@ def cast_model(model: nn.Module, dtype: torch.dtype, device: torch.device | None
 def float64_supported(device: torch.device) -> bool:
     """MPS has no float64; every other device of the policy does."""
     return device.type != "mps"
+
+
+def device_rng_states() -> dict[str, list]:
+    """RNG states of the accelerators present (CUDA, NPU), for exact training resumes."""
+    states: dict[str, list] = {}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    if npu_available():
+        states["npu"] = torch.npu.get_rng_state_all()
+    return states
+
+
+def set_device_rng_states(states: dict[str, list]) -> None:
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if "npu" in states and npu_available():
+        torch.npu.set_rng_state_all(states["npu"])
