@@ -1,0 +1,191 @@
+"""A procedural toy world for training a miniature I2SV model end to end on the CPU.
+
+Clips of simple shapes (circle, square, triangle; six colours; three sizes)
+that slide, bounce or spin over one of four backgrounds, rendered as a plain
+"photo" and in four styles that are real image transformations: watercolor
+(soft washes, darkened edges, paper grain), pixel art (16x16 grid, 8-colour
+palette), neon (glowing outlines on black) and pencil sketch (grey strokes on
+paper). Captions name the objects, the motion and the style. Everything is a
+pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+COLOURS = {"red": (0.9, 0.15, 0.1), "green": (0.15, 0.75, 0.2), "blue": (0.15, 0.3, 0.9),
+           "yellow": (0.95, 0.85, 0.1), "purple": (0.6, 0.2, 0.8), "orange": (1.0, 0.55, 0.1)}
+SHAPES = ("circle", "square", "triangle")
+SIZES = {"small": 0.09, "medium": 0.13, "large": 0.18}  # radius as a fraction of the frame
+MOTIONS = ("slides", "bounces", "spins")
+BACKGROUNDS = ("sky", "grass", "sand", "night")
+STYLES = ("photo", "watercolor", "pixel art", "neon", "pencil sketch")
+
+
+@dataclass(frozen=True)
+class ToyObject:
+    shape: str
+    colour: str
+    size: str
+    motion: str
+    start: tuple[float, float]  # centre, in 0..1
+    velocity: tuple[float, float]  # per frame, in frame widths
+    spin: float  # radians per frame
+
+
+@dataclass(frozen=True)
+class ToyClip:
+    background: str
+    objects: tuple[ToyObject, ...]
+    seed: int
+
+    def caption(self, style: str = "photo") -> str:
+        parts = [f"a {o.size} {o.colour} {o.shape} {o.motion}" for o in self.objects]
+        text = " and ".join(parts) + f" over {'the ' if self.background in ('sky', 'sand') else ''}{self.background}"
+        return text if style == "photo" else f"{text}, {style} style"
+
+
+def random_clip(seed: int) -> ToyClip:
+    rng = np.random.default_rng(seed)
+    objects = []
+    for _ in range(int(rng.integers(1, 3))):
+        motion = str(rng.choice(MOTIONS))
+        speed = rng.uniform(0.015, 0.03)
+        angle = rng.uniform(0, 2 * math.pi)
+        objects.append(ToyObject(
+            shape=str(rng.choice(SHAPES if motion != "spins" else ("square", "triangle"))),
+            colour=str(rng.choice(list(COLOURS))), size=str(rng.choice(list(SIZES))), motion=motion,
+            start=(float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7))),
+            velocity=(0.0, 0.0) if motion == "spins" else (speed * math.cos(angle), speed * math.sin(angle)),
+            spin=float(rng.choice([-1, 1]) * rng.uniform(0.12, 0.25)) if motion == "spins" else 0.0))
+    return ToyClip(str(rng.choice(BACKGROUNDS)), tuple(objects), seed)
+
+
+def _background(name: str, size: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.linspace(0, 1, size)[:, None, None]
+    noise = torch.rand(size, size, 1, generator=gen)
+    if name == "sky":
+        return torch.tensor([0.45, 0.7, 1.0]) * (1 - 0.5 * y) + 0.5 * y
+    if name == "grass":
+        return torch.tensor([0.2, 0.55, 0.2]) + 0.08 * (noise - 0.5)
+    if name == "sand":
+        return torch.tensor([0.9, 0.78, 0.5]) - 0.15 * y + 0.05 * (noise - 0.5)
+    stars = (noise > 0.985).float()
+    return torch.tensor([0.05, 0.06, 0.2]) + stars * 0.9
+
+
+def _position(obj: ToyObject, t: int) -> tuple[float, float]:
+    x, y = obj.start[0] + obj.velocity[0] * t, obj.start[1] + obj.velocity[1] * t
+    if obj.motion == "bounces":  # reflect off the borders, keeping the whole shape inside
+        r = SIZES[obj.size]
+        x, y = _reflect(x, r), _reflect(y, r)
+    return x, y
+
+
+def _reflect(v: float, r: float) -> float:
+    span = 1 - 2 * r
+    u = (v - r) % (2 * span)
+    return r + (u if u <= span else 2 * span - u)
+
+
+def _mask(obj: ToyObject, t: int, size: int) -> torch.Tensor:
+    """Anti-aliased coverage [size, size] of an object at frame t (4x supersampled)."""
+    s = size * 4
+    coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    cx, cy = _position(obj, t)
+    angle = obj.spin * t
+    dx, dy = xx - cx, yy - cy
+    rx, ry = dx * math.cos(angle) + dy * math.sin(angle), -dx * math.sin(angle) + dy * math.cos(angle)
+    r = SIZES[obj.size]
+    if obj.shape == "circle":
+        inside = rx**2 + ry**2 <= r**2
+    elif obj.shape == "square":
+        inside = (rx.abs() <= r * 0.85) & (ry.abs() <= r * 0.85)
+    else:  # triangle pointing up in its own frame
+        inside = (ry <= r * 0.7) & (ry >= -r + 2 * rx.abs() * 1.0)
+    return F.avg_pool2d(inside.float()[None, None], 4)[0, 0]
+
+
+def render_photo(clip: ToyClip, frames: int = 17, size: int = 64) -> torch.Tensor:
+    """The plain rendering: [T, H, W, 3] in 0..1."""
+    base = _background(clip.background, size, clip.seed)
+    video = []
+    for t in range(frames):
+        frame = base.clone()
+        for obj in clip.objects:
+            cover = _mask(obj, t, size)[..., None]
+            shade = torch.tensor(COLOURS[obj.colour])
+            frame = frame * (1 - cover) + shade * cover
+        video.append(frame.clamp(0, 1))
+    return torch.stack(video)
+
+
+def _blur(x: torch.Tensor, radius: int) -> torch.Tensor:
+    k = 2 * radius + 1
+    return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), k, stride=1)
+
+
+def _edges(x: torch.Tensor) -> torch.Tensor:
+    grey = x.mean(1, keepdim=True)
+    gx = grey[..., :, 1:] - grey[..., :, :-1]
+    gy = grey[..., 1:, :] - grey[..., :-1, :]
+    return (F.pad(gx.abs(), (0, 1, 0, 0)) + F.pad(gy.abs(), (0, 0, 0, 1))).clamp(0, 1)
+
+
+def stylize(video: torch.Tensor, style: str, seed: int = 0) -> torch.Tensor:
+    """Apply a style to [T, H, W, 3] frames in 0..1."""
+    if style == "photo":
+        return video
+    x = video.permute(0, 3, 1, 2)  # [T, 3, H, W]
+    gen = torch.Generator().manual_seed(seed)
+    paper = torch.rand(1, 1, *x.shape[2:], generator=gen)
+    if style == "watercolor":
+        soft = _blur(x, 2)
+        washed = 0.75 * soft + 0.25 * soft.mean(1, keepdim=True) + 0.1
+        out = washed * (1 - 0.6 * _edges(soft)) * (0.92 + 0.08 * paper)
+    elif style == "pixel art":
+        small = F.interpolate(x, size=(16, 16), mode="area")
+        palette = small.round()  # each channel 0 or 1: an 8-colour palette
+        out = F.interpolate(palette, size=x.shape[2:], mode="nearest")
+    elif style == "neon":
+        edges = _edges(_blur(x, 1)) * 6  # blurred first: outlines of shapes, not of background grain
+        glow = _blur(edges, 1)
+        hue = x / x.amax(1, keepdim=True).clamp_min(1e-3)
+        out = (glow.clamp(0, 1) * (0.4 + 0.6 * hue)) * 1.2
+    elif style == "pencil sketch":
+        strokes = 1 - 5 * _edges(_blur(x, 1))
+        tint = torch.tensor([0.97, 0.96, 0.92]).view(1, 3, 1, 1)
+        out = (strokes * (0.9 + 0.1 * paper)).expand(-1, 3, -1, -1) * tint
+    else:
+        raise ValueError(f"unknown toy style {style!r}; one of {STYLES}")
+    return out.clamp(0, 1).permute(0, 2, 3, 1)
+
+
+def write_dataset(folder: str | Path, clips: int, frames: int = 17, size: int = 64, seed: int = 0,
+                  styles: tuple[str, ...] = STYLES) -> Path:
+    """Frame folders plus a meta JSON (the official format) for `clips` clips x `styles`."""
+    folder = Path(folder)
+    entries = []
+    for i in range(clips):
+        clip = random_clip(seed * 1_000_003 + i)
+        photo = render_photo(clip, frames, size)
+        for style in styles:
+            name = f"clip{i:05d}_{style.replace(' ', '_')}"
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            for t, frame in enumerate(stylize(photo, style, clip.seed)):
+                pixels = (frame * 255).round().to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / name / f"{t:03d}.png")
+            entries.append({"path": name, "cap": clip.caption(style), "style": style, "fps": 16,
+                            "source": f"clip{i:05d}"})
+    (folder / "meta.json").write_text(json.dumps(entries, indent=1))
+    return folder / "meta.json"
