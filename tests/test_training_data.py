@@ -197,3 +197,36 @@ def test_ema_weights_swap_in_and_back():
     with trainer.ema_weights():
         assert torch.equal(trainer.params[name], trainer.ema.shadow[name])
     assert torch.equal(trainer.params[name], live)
+
+
+def test_condition_image_other_than_the_first_frame(tmp_path):
+    """I2SV: the unstyled photo conditions a styled clip; its latent is cached and trained on."""
+    from training.toyworld import write_dataset
+
+    meta = write_dataset(tmp_path / "toy", clips=1, frames=5, size=32, styles=("neon",))
+    entries, _ = read_meta(meta)
+    entries.append(entries[0].__class__(entries[0].path, "x", image=tmp_path / "toy" / "gone.png"))
+    dataset = ClipDataset(entries, num_frames=5, train_fps=16, buckets=((32, 32),))
+    torch.manual_seed(0)
+    vae = WanVAE(VAEConfig(base_dim=8)).eval()
+    manifest = build_cache(dataset, vae, FeatureStandIn(), tmp_path / "cache")
+    assert manifest == {"cached": 1, "skipped": {"missing file": 1}}
+    clip = CachedClips(tmp_path / "cache")[0]
+    photo = dataset[0]["image"]
+    assert torch.allclose(clip["start_latents"], vae.encode_image(photo[None])[0], atol=1e-6)
+    assert not torch.allclose(clip["start_latents"], clip["latents"][:, :1], atol=1e-3), "neon != photo"
+
+    from test_training import _model
+
+    from training.objective import ObjectiveConfig, draw, flashi2v_loss
+
+    dit, objective = _model(), ObjectiveConfig(text_drop=0.0)
+    latents, context = clip["latents"][None], torch.zeros(1, 6, 24)
+    draws = draw(tuple(latents.shape), objective, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in dit.learnable_proj.parameters():
+            p.add_(0.1)  # a trained projection, so the condition matters
+        own = flashi2v_loss(dit, latents, context, context, objective, draws=draws)
+        photo_cond = flashi2v_loss(dit, latents, context, context, objective, draws=draws,
+                                   start=clip["start_latents"][None])
+    assert not torch.isclose(own, photo_cond)

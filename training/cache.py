@@ -1,8 +1,9 @@
 """Encode once, train many times: latents and conditioning features cached as safetensors.
 
 One file per clip (`clip_000001.safetensors`: normalised video latents, whose
-first latent frame is the first-frame latent, and the prompt features: VLM
-hidden states for adapter training, umT5 context for FlashI2V-1.3B) plus
+first latent frame is the first-frame latent, the prompt features: VLM
+hidden states for adapter training, umT5 context for FlashI2V-1.3B, and,
+when the entry names a separate condition image, its latent) plus
 `empty.safetensors` (the empty prompt's features, for text drop) and a
 manifest with the skip counts. Training then runs without the encoders.
 """
@@ -41,10 +42,13 @@ def build_cache(dataset: ClipDataset, vae: WanVAE, encoder, out_dir: str | Path)
         if item is None:
             continue
         latents = vae.encode(item["video"][None].to(device))[0].cpu()
-        first_frame = ((item["video"][:, 0].permute(1, 2, 0) + 1) / 2).clamp(0, 1)
-        features = encoder.features(first_frame, _prompt(item["caption"], item["style"]))[0]
-        save_file({"latents": latents.contiguous(), "features": features.contiguous()},
-                  str(out / f"clip_{index:06d}.safetensors"), metadata={"caption": item["caption"]})
+        condition = item["image"] if "image" in item else item["video"][:, 0]  # [3, H, W] in [-1, 1]
+        picture = ((condition.permute(1, 2, 0) + 1) / 2).clamp(0, 1)
+        tensors = {"latents": latents.contiguous(),
+                   "features": encoder.features(picture, _prompt(item["caption"], item["style"]))[0].contiguous()}
+        if "image" in item:  # I2SV: the condition image is not the clip's first frame
+            tensors["start_latents"] = vae.encode_image(condition[None].to(device))[0].cpu().contiguous()
+        save_file(tensors, str(out / f"clip_{index:06d}.safetensors"), metadata={"caption": item["caption"]})
         cached += 1
     blank = torch.full((240, 416, 3), 0.5)
     save_file({"features": encoder.features(blank, "")[0].contiguous()}, str(out / "empty.safetensors"))

@@ -2,9 +2,10 @@
 
 Each entry: {"path": video file or folder of frames, "cap": caption, optional
 "style", "resolution": {"height", "width"}, "fps", "num_frames",
-"cut": [first_frame, last_frame]}. Clips are resized and centre-cropped to
-their aspect-ratio bucket, 4k+1 frames are sampled at the training fps, and
-the first frame is the condition image. A bad entry (missing file, clip too
+"cut": [first_frame, last_frame], "image": condition image}. Clips are resized
+and centre-cropped to their aspect-ratio bucket, 4k+1 frames are sampled at
+the training fps, and the condition image is the first frame unless "image"
+names another (image-to-stylized-video: a photo conditioning a styled clip). A bad entry (missing file, clip too
 short, unreadable video, no caption) is skipped with a logged reason and
 counted; it never stops an epoch.
 """
@@ -34,6 +35,7 @@ class ClipEntry:
     fps: float | None = None
     size: tuple[int, int] | None = None  # (height, width) of the source, when given
     cut: tuple[int, int] | None = None
+    image: Path | None = None  # condition image, when it is not the clip's first frame (I2SV)
 
 
 def read_meta(meta_path: str | Path, root: str | Path | None = None) -> tuple[list[ClipEntry], Counter]:
@@ -57,8 +59,9 @@ def read_meta(meta_path: str | Path, root: str | Path | None = None) -> tuple[li
         elif resolution is not None:
             resolution = (int(resolution[0]), int(resolution[1]))
         cut = tuple(int(v) for v in item["cut"]) if item.get("cut") else None
+        image = root / item["image"] if item.get("image") else None
         entries.append(ClipEntry(root / item["path"], str(item["cap"]), item.get("style"),
-                                 float(item["fps"]) if item.get("fps") else None, resolution, cut))
+                                 float(item["fps"]) if item.get("fps") else None, resolution, cut, image))
     return entries, skipped
 
 
@@ -131,11 +134,16 @@ class ClipDataset(torch.utils.data.Dataset):
             picks = sample_indices(len(frames), fps, self.train_fps, self.num_frames)
             height, width = bucket_for(*frames[0].shape[:2], self.buckets)
             video = torch.cat([fit_image(frames[i], width, height) for i in picks]).permute(1, 0, 2, 3)
+            item = {"video": video, "caption": entry.caption, "style": entry.style}
+            if entry.image is not None:
+                if not entry.image.is_file():
+                    raise SkipClip("missing file", f"missing condition image {entry.image}")
+                item["image"] = fit_image(load_image(entry.image), width, height)[0]  # [3, H, W]
         except SkipClip as reason:
             self.skipped[reason.kind] += 1
             log.warning("clip %s skipped: %s", entry.path, reason)
             return None
-        return {"video": video, "caption": entry.caption, "style": entry.style}
+        return item
 
 
 def drop_skipped(batch: list[dict | None]) -> list[dict]:

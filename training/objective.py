@@ -48,12 +48,17 @@ def draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generato
 
 def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty_context: torch.Tensor,
                   cfg: ObjectiveConfig, generator: torch.Generator | None = None,
-                  draws: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """One training loss for clean latents [B, 16, F, h, w] and context [B, L, D] (adapter output)."""
+                  draws: dict[str, torch.Tensor] | None = None,
+                  start: torch.Tensor | None = None) -> torch.Tensor:
+    """One training loss for clean latents [B, 16, F, h, w] and context [B, L, D] (adapter output).
+
+    `start` is the condition image's latent [B, 16, 1, h, w]; by default the clip's own first frame
+    (image-to-video). For image-to-stylized-video it can be another image (e.g. the unstyled photo).
+    """
     device = clean.device
     draws = draws if draws is not None else draw(tuple(clean.shape), cfg, generator)
     noise, sigma = draws["noise"].to(device), draws["sigma"].to(device)
-    start = clean[:, :, :1]
+    start = clean[:, :, :1] if start is None else start.to(device)
     x_t, target = training_pair(clean, noise, sigma, dit.learnable_proj(start))
     features = high_frequency(start, draws["ratio"].to(device)).expand(-1, -1, clean.shape[2], -1, -1)
     drop = draws["drop"].to(device)

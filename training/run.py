@@ -33,9 +33,11 @@ def _batch(data: CachedClips, indices: list[int], rank: int, world: int) -> dict
     """This process's share of a batch (batch_size must be a multiple of the process count)."""
     share = len(indices) // world
     mine = [data[i] for i in indices[rank * share:(rank + 1) * share]]
-    latents = torch.stack([m["latents"] for m in mine])
-    features = torch.stack([m["features"] for m in mine])
-    return {"latents": latents, "features": features, "empty_features": data.empty.expand_as(features)}
+    batch = {key: torch.stack([m[key] for m in mine]) for key in ("latents", "features")}
+    batch["empty_features"] = data.empty.expand_as(batch["features"])
+    if all("start_latents" in m for m in mine):
+        batch["start_latents"] = torch.stack([m["start_latents"] for m in mine])
+    return batch
 
 
 def _validate(trainer: Trainer, data: CachedClips, out: Path, vae) -> dict:

@@ -175,17 +175,19 @@ def write_dataset(folder: str | Path, clips: int, frames: int = 17, size: int = 
                   styles: tuple[str, ...] = STYLES) -> Path:
     """Frame folders plus a meta JSON (the official format) for `clips` clips x `styles`."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for i in range(clips):
         clip = random_clip(seed * 1_000_003 + i)
         photo = render_photo(clip, frames, size)
+        image = f"clip{i:05d}_condition.png"  # the photo's first frame conditions every styling (I2SV)
+        Image.fromarray((photo[0] * 255).round().to(torch.uint8).numpy()).save(folder / image)
         for style in styles:
             name = f"clip{i:05d}_{style.replace(' ', '_')}"
             (folder / name).mkdir(parents=True, exist_ok=True)
             for t, frame in enumerate(stylize(photo, style, clip.seed)):
                 pixels = (frame * 255).round().to(torch.uint8).numpy()
                 Image.fromarray(pixels).save(folder / name / f"{t:03d}.png")
-            entries.append({"path": name, "cap": clip.caption(style), "style": style, "fps": 16,
-                            "source": f"clip{i:05d}"})
+            entries.append({"path": name, "cap": clip.caption(style), "style": style, "fps": 16, "image": image})
     (folder / "meta.json").write_text(json.dumps(entries, indent=1))
     return folder / "meta.json"

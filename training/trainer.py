@@ -98,7 +98,11 @@ class Trainer:
         return self.adapter(features) if self.adapter is not None else features
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimisation step on this process's part of the batch {latents, features, empty_features}."""
+        """One optimisation step on this process's part of the batch.
+
+        {latents, features, empty_features} and optionally start_latents (the condition image's latent
+        when it is not the clip's first frame).
+        """
         device, acc = self.accelerator.device, self.accelerator
         local = batch["latents"].shape[0]
         shape = (local * acc.num_processes, *batch["latents"].shape[1:])
@@ -107,8 +111,9 @@ class Trainer:
         with acc.autocast():
             context = self._context(batch["features"].to(device))
             empty = self._context(batch["empty_features"].to(device))
+            start = batch.get("start_latents")
             loss = flashi2v_loss(self.dit, batch["latents"].to(device), context, empty, self.objective,
-                                 draws=draws)
+                                 draws=draws, start=start)
         acc.backward(loss)
         if acc.num_processes > 1:  # the mean over processes is the gradient of the global batch's mean loss
             for p in self.params.values():
@@ -142,14 +147,15 @@ class Trainer:
         """A clip sampled from a held-out first frame with the EMA weights, and its fixed-draw loss."""
         device = self.accelerator.device
         latents = clip["latents"][None].to(device)
+        start = clip["start_latents"][None].to(device) if "start_latents" in clip else latents[:, :, :1]
         with self.ema_weights():
             context = self._context(clip["features"][None].to(device))
             negative = self._context(empty[None].to(device))
             gen = torch.Generator().manual_seed(seed)
             objective = ObjectiveConfig(text_drop=0.0, shift=self.objective.shift)
-            loss = float(flashi2v_loss(self.dit, latents, context, negative, objective, gen))
+            loss = float(flashi2v_loss(self.dit, latents, context, negative, objective, gen, start=start))
             noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(device)
-            sampled = sample(self.dit, noise, latents[:, :, :1], context, negative,
+            sampled = sample(self.dit, noise, start, context, negative,
                              SamplerSettings(steps=steps, guidance_scale=5.0))
         return sampled, loss
 
