@@ -111,7 +111,9 @@ def _tokenizer_choices() -> list[str]:
 
 def _tokenizer_folder(choice: str, model_source):
     if choice == SAME_FOLDER:
-        return model_source if model_source.is_dir() else None
+        if model_source.is_dir():
+            return model_source
+        return comfy_env.comfy_qwen_tokenizer_dir()  # a single file: ComfyUI's bundled tokenizer, if any
     if choice == COMFY_TOKENIZER:
         folder = comfy_env.comfy_qwen_tokenizer_dir()
         if folder is None:
@@ -139,8 +141,9 @@ class UniWorldVLMLoader:
             "adapter_name": spec(comfy_env.list_models("diffusion_models"),
                                  "The Uniworld-OSP2.0 encoder adapter (fc1/fc2) in models/diffusion_models.",
                                  model_folder="diffusion_models"),
-            "tokenizer": spec(_tokenizer_choices(), "Where the tokenizer files are: the model folder, "
-                              "ComfyUI's bundled Qwen2.5 tokenizer, or another folder.", default=SAME_FOLDER),
+            "tokenizer": spec(_tokenizer_choices(), "Where the tokenizer files are: the model folder (for a "
+                              "single file: ComfyUI's bundled Qwen2.5 tokenizer), ComfyUI's bundled tokenizer, "
+                              "or another folder.", default=SAME_FOLDER),
             "precision": spec(PRECISIONS, "VLM precision (auto = bf16 on GPUs).", default="auto"),
             "mode": spec(list(MODES), "official = the released protocol (language model only; needed by "
                          "the released adapter). full_vision = real image features, for new adapters.",
@@ -149,6 +152,7 @@ class UniWorldVLMLoader:
         }}
 
     def load(self, vlm, adapter_name, tokenizer, precision, mode, offload):
+        comfy_env.make_room()
         source = comfy_env.model_path("text_encoders", vlm)
         dtype = _precision(precision)
         model, processor = load_vlm(source, dtype, _tokenizer_folder(tokenizer, source))
@@ -178,6 +182,7 @@ class UniWorldT5Loader:
         }}
 
     def load(self, t5_name, tokenizer, precision, offload):
+        comfy_env.make_room()
         source = comfy_env.model_path("text_encoders", t5_name)
         folder = _tokenizer_folder(tokenizer, source)
         if folder is None:

@@ -382,3 +382,11 @@ def test_bypassed_node_passes_its_input_through(pack):
     api = workflow.ui_to_api(ui, runner.node_classes(), runner.display_names())
     assert str(lora_id) not in api
     assert api[str(sampler["id"])]["inputs"]["model"] == [str(dit["id"]), 0]
+
+
+def test_single_file_vlm_takes_comfyuis_tokenizer_by_default(runnable):
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.runner")
+    prompt = _small_prompt(runnable, REPO / "workflows" / "uniworld_osp2_i2sv.json")
+    loader = next(e for e in prompt.values() if e["class_type"] == "UniWorldVLMLoader")
+    loader["inputs"]["tokenizer"] = "(tokenizer in the model folder)"
+    assert runner.execute(prompt)  # the single file found ComfyUI's bundled tokenizer
