@@ -237,8 +237,11 @@ def _load_vae(wf: WeightFile, ident: Identified, device: torch.device, dtype: to
     with torch.device("meta"):
         model = WanVAE(cfg)
     _assign(model, _stream_state(wf, ident, model, dtype, device), ident, "VAE")
-    model.register_buffer("latents_mean", _stat(WAN21_LATENTS_MEAN).to(device), persistent=False)
-    model.register_buffer("latents_std", _stat(WAN21_LATENTS_STD).to(device), persistent=False)
+    # a retrained VAE carries its own latent statistics in the metadata; else Wan2.1's public ones
+    mean = json.loads(wf.metadata["latents_mean"]) if "latents_mean" in wf.metadata else WAN21_LATENTS_MEAN
+    std = json.loads(wf.metadata["latents_std"]) if "latents_std" in wf.metadata else WAN21_LATENTS_STD
+    model.register_buffer("latents_mean", _stat(mean).to(device), persistent=False)
+    model.register_buffer("latents_std", _stat(std).to(device), persistent=False)
     model = cast_model(model.eval(), dtype, device)
     return Loaded(model, ident.kind, f"{ident.kind_name} (base width {cfg.base_dim}), "
                   f"{_main_dtype(ident)}, {ident.layout} keys")

@@ -143,10 +143,11 @@ class WanVAE(nn.Module):
             raise InputError(f"a frame size of {video.shape[4]}x{video.shape[3]}",
                              f"width and height that are multiples of {factor_s}")
 
-    @torch.no_grad()
-    def encode(self, video: torch.Tensor, normalize: bool = True,
-               progress: ProgressHook | None = None) -> torch.Tensor:
-        """[B, 3, 1+4k, H, W] in [-1, 1] -> posterior mean [B, z, 1+k, H/8, W/8] (float32)."""
+    def moments(self, video: torch.Tensor, progress: ProgressHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance (raw latent space), chunk by chunk; differentiable.
+
+        The causal cache carries values, not gradients, from one chunk to the next.
+        """
         self.check_video(video)
         step = self.cfg.temporal_factor
         video = video.to(self.dtype)
@@ -157,7 +158,14 @@ class WanVAE(nn.Module):
             stop = 1 if start == 0 else start + step
             chunks.append(self.encoder(video[:, :, start:stop], cache))
             report(progress, n + 1, len(starts))
-        mu = self.conv1(torch.cat(chunks, dim=2)).chunk(2, dim=1)[0].float()
+        mu, log_var = self.conv1(torch.cat(chunks, dim=2)).chunk(2, dim=1)
+        return mu.float(), log_var.float()
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor, normalize: bool = True,
+               progress: ProgressHook | None = None) -> torch.Tensor:
+        """[B, 3, 1+4k, H, W] in [-1, 1] -> posterior mean [B, z, 1+k, H/8, W/8] (float32)."""
+        mu = self.moments(video, progress)[0]
         return self.normalize(mu) if normalize else mu
 
     @torch.no_grad()
@@ -165,16 +173,21 @@ class WanVAE(nn.Module):
         """[B, 3, H, W] in [-1, 1] -> first-frame latent [B, z, 1, H/8, W/8]."""
         return self.encode(image.unsqueeze(2), normalize=normalize)
 
-    @torch.no_grad()
-    def decode_chunks(self, latents: torch.Tensor, normalized: bool = True,
-                      progress: ProgressHook | None = None) -> Iterator[torch.Tensor]:
-        """Yield decoded frame chunks (1 frame, then 4 per latent frame), unclamped, float32."""
+    def reconstruct_chunks(self, latents: torch.Tensor, normalized: bool = True,
+                           progress: ProgressHook | None = None) -> Iterator[torch.Tensor]:
+        """Decoded frame chunks (1 frame, then 4 per latent frame), unclamped; differentiable."""
         z = self.denormalize(latents) if normalized else latents.float()
         x = self.conv2(z.to(self.dtype))
         cache = CausalCache()
         for i in range(x.shape[2]):
             yield self.decoder(x[:, :, i:i + 1], cache).float()
             report(progress, i + 1, x.shape[2])
+
+    @torch.no_grad()
+    def decode_chunks(self, latents: torch.Tensor, normalized: bool = True,
+                      progress: ProgressHook | None = None) -> Iterator[torch.Tensor]:
+        """Yield decoded frame chunks (1 frame, then 4 per latent frame), unclamped, float32."""
+        yield from self.reconstruct_chunks(latents, normalized, progress)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, normalized: bool = True, clamp: bool = True,
