@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-MODES = ("adapter", "flashi2v", "lora", "full")
+MODES = ("adapter", "flashi2v", "lora", "full", "all")
 
 
 class ConfigError(ValueError):
@@ -15,7 +15,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    mode: str = "lora"  # adapter (OSP2.0 recipe) | flashi2v (its modules) | lora | full
+    mode: str = "lora"  # adapter (OSP2.0 recipe) | flashi2v (its modules) | lora | full | all (DiT + adapter)
     steps: int = 1000
     batch_size: int = 1
     lr: float = 2e-5

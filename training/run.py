@@ -24,8 +24,8 @@ from .trainer import Trainer
 def _adapter(cfg: TrainConfig, path: str | None, feature_dim: int, text_dim: int):
     if path:
         return load_adapter(path, vlm_hidden=feature_dim)
-    if cfg.mode == "adapter":
-        return EncoderAdapter(feature_dim, DIT_TEXT_DIM, text_dim)
+    if cfg.mode in ("adapter", "all"):  # a new adapter: the official 4096-wide hidden layer, or 4x a small DiT's
+        return EncoderAdapter(feature_dim, DIT_TEXT_DIM if text_dim == DIT_TEXT_DIM else 4 * text_dim, text_dim)
     return None
 
 

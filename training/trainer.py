@@ -42,6 +42,10 @@ def trainable_parameters(mode: str, dit: WanDiT, adapter: nn.Module | None,
         chosen = {n: p for n, p in dit.named_parameters() if n.startswith(("fourier_embedding", "learnable_proj"))}
     elif mode == "lora":
         chosen = {f"lora.{n}": p for n, p in lora.named_parameters()}
+    elif mode == "all":  # training from scratch: the DiT and the adapter together
+        if adapter is None:
+            raise ValueError("mode 'all' needs an adapter")
+        chosen = {**dict(dit.named_parameters()), **{f"adapter.{n}": p for n, p in adapter.named_parameters()}}
     else:
         chosen = dict(dit.named_parameters())
     for p in chosen.values():
@@ -209,8 +213,11 @@ class Trainer:
             save_file(tensors, str(folder / "adapter.safetensors"))
             return folder / "adapter.safetensors"
         state = {n: p.detach().float().cpu().contiguous() for n, p in self.dit.state_dict().items()}
-        state.update({n: t.cpu().contiguous() for n, t in weights.items()})
+        state.update({n: t.cpu().contiguous() for n, t in weights.items() if not n.startswith("adapter.")})
         save_file(state, str(folder / "dit.safetensors"), metadata={"dit_config": self.dit.cfg.to_json()})
+        adapter = {n.removeprefix("adapter."): t.contiguous() for n, t in weights.items() if n.startswith("adapter.")}
+        if adapter:
+            save_file(adapter, str(folder / "adapter.safetensors"))
         return folder / "dit.safetensors"
 
 
