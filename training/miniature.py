@@ -34,7 +34,6 @@ from .toy_conditioner import build_toy_vlm
 from .toyworld import STYLES, random_clip, render_photo, stylize, write_dataset
 from .vae_train import VAETrainConfig, measure_latent_stats, save_vae, train_vae
 
-
 TOY_TOKENS = 128  # the toy VLM's token budget (the real one reads 1024)
 
 
@@ -85,7 +84,8 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
     entries, _ = read_meta(meta)
     vlm_dir = build_toy_vlm([e.caption for e in entries], weights / "toy_vlm", recipe.vlm_hidden, seed=recipe.seed)
     model, processor = load_vlm(vlm_dir, torch.float32)
-    encoder = VLMEncoder(model, processor, EncoderAdapter(recipe.vlm_hidden), max_length=TOY_TOKENS, image_size=(56, 56))
+    encoder = VLMEncoder(model, processor, EncoderAdapter(recipe.vlm_hidden), max_length=TOY_TOKENS,
+                         image_size=(56, 56))
     manifest = build_cache(ClipDataset(entries, recipe.frames, 16, ((recipe.size, recipe.size),)), vae, encoder,
                            out / "cache")
 
