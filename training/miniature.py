@@ -43,16 +43,17 @@ class Recipe:
     frames: int = 17
     size: int = 64
     vae_width: int = 16
-    vae_steps: int = 1500
+    vae_frames: int = 5  # the causal VAE works in 1+4-frame chunks: short clips teach it the same, 4x cheaper
+    vae_steps: int = 1000
     vlm_hidden: int = 128
     dit: DiTConfig = DiTConfig(dim=128, ffn_dim=256, num_heads=2, num_layers=4, freq_dim=64, text_dim=64)
-    dit_steps: int = 3000
+    dit_steps: int = 8000
     batch_size: int = 8
     lr: float = 3e-4
     seed: int = 0
 
 
-QUICK = Recipe(clips=2, frames=5, size=32, vae_width=8, vae_steps=3, vlm_hidden=64,
+QUICK = Recipe(clips=2, frames=5, size=32, vae_width=8, vae_frames=5, vae_steps=3, vlm_hidden=64,
                dit=DiTConfig(dim=64, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32, text_dim=32),
                dit_steps=2, batch_size=1)
 
@@ -61,7 +62,7 @@ def _vae_clips(recipe: Recipe) -> torch.Tensor:
     clips = []
     for i in range(recipe.clips):
         clip = random_clip(recipe.seed * 1_000_003 + i)
-        photo = render_photo(clip, recipe.frames, recipe.size)
+        photo = render_photo(clip, recipe.vae_frames, recipe.size)
         clips += [stylize(photo, style, clip.seed).permute(3, 0, 1, 2) * 2 - 1 for style in STYLES]
     return torch.stack(clips)
 
