@@ -31,3 +31,24 @@ def test_quick_recipe_trains_every_part_and_the_result_generates(tmp_path):
                       VideoSettings(width=QUICK.size, height=QUICK.size, num_frames=QUICK.frames),
                       SamplerSettings(steps=2))
     assert frames.shape == (QUICK.frames, QUICK.size, QUICK.size, 3) and torch.isfinite(frames).all()
+
+
+def test_main_job_with_real_files_prompt_and_style(tmp_path, capsys):
+    """`python -m uniworld_core generate` with DiT, VAE, VLM folder and adapter files."""
+    from PIL import Image
+
+    from uniworld_core.__main__ import main
+
+    build(tmp_path, QUICK, log=lambda *a: None)
+    w = tmp_path / "weights"
+    Image.fromarray((torch.rand(QUICK.size, QUICK.size, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / "in.png")
+    common = ["generate", "--dit", str(w / "toy_dit.safetensors"), "--vae", str(w / "toy_vae.safetensors"),
+              "--vlm", str(w / "toy_vlm"), "--adapter", str(w / "toy_adapter.safetensors"),
+              "--image", str(tmp_path / "in.png"), "--width", str(QUICK.size), "--height", str(QUICK.size),
+              "--frames", str(QUICK.frames), "--steps", "2", "--precision", "fp32"]
+    out = tmp_path / "video.webp"
+    assert main([*common, "--prompt", "a red circle slides", "--style", "watercolor", "--out", str(out)]) == 0
+    with Image.open(out) as video:
+        assert video.n_frames == QUICK.frames and video.size == (QUICK.size, QUICK.size)
+    assert main([*common, "--style", "baroque", "--out", str(out)]) == 2
+    assert "the style 'baroque'" in capsys.readouterr().err

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from .attention import get_attention
-from .checkpoints import convert_file, inspect_file, load_dit, load_vae
+from .checkpoints import convert_file, inspect_file, load, load_dit, load_vae
+from .conditioning import Conditioner, StyleSpec
 from .demo import TINY_NOTICE, tiny_context, tiny_stack
 from .device import DTYPES, pick_device, resolve_dtype
 from .errors import UniWorldError
@@ -21,6 +22,9 @@ from .pipeline import VideoSettings, decode_frames, generate_latents
 from .progress import print_progress
 from .quantize import OUR_TYPES, quantize_file
 from .sampler import SamplerSettings
+from .styles import BUILTIN_STYLES, all_styles
+from .umt5 import UMT5TextEncoder, load_umt5_tokenizer
+from .vlm import VLMEncoder, load_adapter, load_vlm
 
 # Defaults per mode: the report's settings for real weights, a quick run for tiny.
 REAL_DEFAULTS = dict(width=832, height=480, frames=49, steps=50)
@@ -35,8 +39,16 @@ def _parser() -> argparse.ArgumentParser:
                      "when no --dit is given)")
     gen.add_argument("--dit", help="DiT weights (.safetensors/.pt; official, ComfyUI or diffusers keys)")
     gen.add_argument("--vae", help="Wan2.1 VAE weights")
-    gen.add_argument("--context", help="safetensors with 'context' [1,L,text_dim] and optionally "
-                     "'negative_context' (text/VLM features)")
+    gen.add_argument("--vlm", help="Qwen2.5-VL folder or single file (Uniworld-OSP2.0); needs --adapter")
+    gen.add_argument("--adapter", help="the encoder adapter (fc1/fc2) that goes with --vlm")
+    gen.add_argument("--umt5", help="umT5 file or folder (FlashI2V-1.3B)")
+    gen.add_argument("--tokenizer", help="tokenizer folder, when --vlm/--umt5 is a single file")
+    gen.add_argument("--prompt", default="", help="what happens in the video")
+    gen.add_argument("--negative", help="negative prompt (default: the official one, style-aware)")
+    gen.add_argument("--style", help=f"one of: {', '.join(s.name for s in BUILTIN_STYLES)}")
+    gen.add_argument("--style-strength", type=float, default=1.0)
+    gen.add_argument("--context", help="precomputed features instead: safetensors with 'context' "
+                     "[1,L,text_dim] and optionally 'negative_context'")
     gen.add_argument("--image", help="conditioning image (default: a procedural test picture)")
     gen.add_argument("--out", default="outputs/uniworld.webp", help="output .webp path "
                      "(an .mp4 is written beside it when PyAV is installed)")
@@ -85,20 +97,40 @@ def convert_command(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({inspect_file(out)['kind']}, {args.dtype}, official keys)")
 
 
+def _conditioning(args, image, device, dtype):
+    """(positive, negative) context from --context, --vlm + --adapter, or --umt5."""
+    if args.context:
+        features = load_file(args.context)
+        return features["context"], features.get("negative_context")
+    if args.vlm and args.adapter:
+        model, processor = load_vlm(args.vlm, dtype, args.tokenizer)
+        adapter = load_adapter(args.adapter, model.config.text_config.hidden_size)
+        encoder = VLMEncoder(model, processor, adapter, compute=device)
+    elif args.umt5:
+        from pathlib import Path as _Path
+
+        model = load(args.umt5, "umt5", device, dtype).model
+        encoder = UMT5TextEncoder(model, load_umt5_tokenizer(args.tokenizer or _Path(args.umt5)), compute=device)
+    else:
+        raise UniWorldError("--dit without a text encoder", "--vlm with --adapter, --umt5, or --context",
+                            "Uniworld-OSP2.0 reads the prompt with Qwen2.5-VL; FlashI2V-1.3B with umT5.")
+    styles = all_styles()
+    if args.style and args.style not in styles:
+        raise UniWorldError(f"the style '{args.style}'", f"one of {', '.join(styles)}")
+    spec = StyleSpec(styles.get(args.style), args.style_strength) if args.style else StyleSpec()
+    return Conditioner(encoder).encode(image, args.prompt, spec, args.negative)
+
+
 def _models(args, device, dtype, attention):
     if args.dit is None:
         print(TINY_NOTICE)
         dit, vae = tiny_stack(args.seed, device, dtype, attention)
-        context, negative = tiny_context(dit.cfg.text_dim, dit.cfg.text_len, args.seed)
-        return dit, vae, context, negative
-    if args.vae is None or args.context is None:
-        raise UniWorldError("--dit without --vae/--context", "all three files for real weights",
-                            "Text/VLM encoding arrives with the conditioning nodes; until then "
-                            "pass precomputed features with --context.")
+        return dit, vae
+    if args.vae is None:
+        raise UniWorldError("--dit without --vae", "a Wan2.1 VAE file as well")
     dit = load_dit(args.dit, device, dtype, attention)
     vae = load_vae(args.vae, device, torch.float32 if device.type == "cpu" else dtype)
-    features = load_file(args.context)
-    return dit, vae, features["context"], features.get("negative_context")
+    return dit, vae
 
 
 def generate_command(args: argparse.Namespace) -> Path:
@@ -108,8 +140,12 @@ def generate_command(args: argparse.Namespace) -> Path:
             setattr(args, key, value)
     device = pick_device(args.device)
     dtype = resolve_dtype(args.precision, device)
-    dit, vae, context, negative = _models(args, device, dtype, get_attention(args.attention, device))
+    dit, vae = _models(args, device, dtype, get_attention(args.attention, device))
     image = load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
+    if args.dit is None:
+        context, negative = tiny_context(dit.cfg.text_dim, dit.cfg.text_len, args.seed)
+    else:
+        context, negative = _conditioning(args, image, device, dtype)
     video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
     sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio)
     started = time.perf_counter()
