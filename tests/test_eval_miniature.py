@@ -7,8 +7,7 @@ import sys
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from eval_miniature import (HELD_OUT_SEED, StyleClassifier, evaluate, leakage_free_share, motion,  # noqa: E402
-                            motion_threshold)
+from eval_miniature import HELD_OUT_SEED, StyleClassifier, evaluate, leakage_free_share, motion, motion_threshold  # noqa: E402
 
 from training.toyworld import STYLES, random_clip, render_photo, stylize  # noqa: E402
 
