@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
 
-from training.toyworld import STYLES, random_clip, render_photo, stylize
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, when run as a script
+from training.toyworld import STYLES, random_clip, render_photo, stylize  # noqa: E402
 
 HELD_OUT_SEED = 9_000_000  # far from the training seeds
 
