@@ -21,7 +21,6 @@ from ..uniworld_core.device import pick_device
 from ..uniworld_core.errors import InputError
 from ..uniworld_core.offload import release_cached_memory
 
-MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "loras")
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf", ".json")
 
 
@@ -30,10 +29,6 @@ def _optional(name: str):
         return importlib.import_module(name)
     except ImportError:
         return None
-
-
-def in_comfyui() -> bool:
-    return _optional("folder_paths") is not None and _optional("comfy.model_management") is not None
 
 
 def models_root() -> Path:

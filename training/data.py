@@ -145,7 +145,3 @@ class ClipDataset(torch.utils.data.Dataset):
             return None
         return item
 
-
-def drop_skipped(batch: list[dict | None]) -> list[dict]:
-    """Collate function: leaves out skipped entries (the epoch goes on)."""
-    return [item for item in batch if item is not None]

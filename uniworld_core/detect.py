@@ -18,7 +18,6 @@ DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "dit.", "transform
 VAE_PREFIXES = ("first_stage_model.", "vae.")
 ADAPTER_PREFIXES = ("encoder_adapter.", "adapter.", "text_adapter.", "model.")
 LORA_MARKERS = re.compile(r"(lora_A|lora_B|lora_down|lora_up|lora\.up|lora\.down)\b|\.alpha$")
-FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 KIND_NAMES = {
     "flashi2v_dit": "FlashI2V DiT", "wan_t2v_dit": "Wan2.1 T2V DiT", "wan_i2v_dit": "Wan2.1 I2V DiT",
@@ -41,10 +40,6 @@ class Identified:
     @property
     def kind_name(self) -> str:
         return KIND_NAMES[self.kind]
-
-    @property
-    def is_fp8(self) -> bool:
-        return any(name.startswith("float8") for name in self.dtypes)
 
     def shapes(self, wf: WeightFile) -> dict[str, torch.Tensor]:
         """Official name -> meta tensor of the right shape (for config inference)."""

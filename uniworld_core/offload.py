@@ -102,10 +102,6 @@ class Placement:
         else:
             module.to(self.compute)
 
-    @property
-    def offloads(self) -> bool:
-        return self.unit is not None
-
     @contextmanager
     def active(self) -> Iterator[nn.Module]:
         """The module with its weights on the compute device for the duration of the block."""

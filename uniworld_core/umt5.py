@@ -17,8 +17,6 @@ from .errors import CheckpointError
 from .keymaps import rename
 
 UMT5_TEXT_LEN = 512
-UMT5_XXL = dict(vocab=256384, dim=4096, dim_attn=4096, dim_ffn=10240, num_heads=64,
-                num_layers=24, num_buckets=32)
 
 # official Wan T5 encoder -> Hugging Face UMT5EncoderModel
 OFFICIAL_T5_RULES: list[tuple[str, str]] = [
