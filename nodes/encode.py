@@ -33,14 +33,19 @@ def _encode(text_encoder, kind: str, image, prompt: str, negative_prompt: str, s
             Condition(negative, negative_prompt, text_encoder.description))
 
 
-class UniWorldVLMEncode:
-    DESCRIPTION = ("Qwen2.5-VL reads the image and the prompt (plus the style) and the adapter turns its "
-                   "hidden states into the DiT's conditioning. Identical inputs are not encoded twice.")
+class _EncodeNode:
+    """What both prompt-encoding nodes share: category, outputs."""
+
     CATEGORY = CATEGORY
     FUNCTION = "encode"
     RETURN_TYPES = (COND, COND)
     RETURN_NAMES = ("positive", "negative")
     OUTPUT_TOOLTIPS = ("Conditioning for the prompt.", "Conditioning for the negative prompt.")
+
+
+class UniWorldVLMEncode(_EncodeNode):
+    DESCRIPTION = ("Qwen2.5-VL reads the image and the prompt (plus the style) and the adapter turns its "
+                   "hidden states into the DiT's conditioning. Identical inputs are not encoded twice.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -55,13 +60,8 @@ class UniWorldVLMEncode:
         return _encode(text_encoder, "vlm", image, prompt, negative_prompt, style)
 
 
-class UniWorldT5Encode:
+class UniWorldT5Encode(_EncodeNode):
     DESCRIPTION = "umT5 encodes the prompt for FlashI2V-1.3B (512 tokens, official cut-and-pad)."
-    CATEGORY = CATEGORY
-    FUNCTION = "encode"
-    RETURN_TYPES = (COND, COND)
-    RETURN_NAMES = ("positive", "negative")
-    OUTPUT_TOOLTIPS = ("Conditioning for the prompt.", "Conditioning for the negative prompt.")
 
     @classmethod
     def INPUT_TYPES(cls):
