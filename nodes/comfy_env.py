@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..uniworld_core import miniature
 from ..uniworld_core.device import pick_device
 from ..uniworld_core.errors import InputError
 from ..uniworld_core.offload import release_cached_memory
@@ -42,11 +43,19 @@ def models_folder() -> Path:
     return Path(folder_paths.models_dir) if folder_paths is not None else models_root()
 
 
+def builtin_models(kind: str) -> list[str]:
+    """The built-in miniature model's files that belong in a ComfyUI model folder (if installed)."""
+    if not miniature.available():
+        return []
+    return [name for name in miniature.COMFY_FOLDERS.get(kind, ()) if (miniature.model_dir() / name).exists()]
+
+
 def model_dirs(kind: str) -> list[Path]:
+    """Where models of a kind are looked up: ComfyUI's folders (or ./models/kind), then the built-in model."""
     folder_paths = _optional("folder_paths")
-    if folder_paths is not None:
-        return [Path(p) for p in folder_paths.get_folder_paths(kind)]
-    return [models_root() / kind]
+    roots = ([Path(p) for p in folder_paths.get_folder_paths(kind)] if folder_paths is not None
+             else [models_root() / kind])
+    return roots + ([miniature.model_dir()] if builtin_models(kind) else [])
 
 
 def list_models(kind: str, folders: bool = False) -> list[str]:
@@ -55,8 +64,9 @@ def list_models(kind: str, folders: bool = False) -> list[str]:
     folder_paths = _optional("folder_paths")
     if folder_paths is not None:
         names.update(n for n in folder_paths.get_filename_list(kind) if n.endswith(MODEL_SUFFIXES))
+    names.update(builtin_models(kind))
     for root in model_dirs(kind):
-        if not root.is_dir():
+        if not root.is_dir() or root == miniature.model_dir():
             continue
         if folder_paths is None:
             names.update(str(p.relative_to(root)) for p in root.rglob("*")

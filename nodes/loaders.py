@@ -12,7 +12,7 @@ from ..uniworld_core.lora import read_lora
 from ..uniworld_core.offload import Placement
 from ..uniworld_core.planner import plan_block_swap
 from ..uniworld_core.umt5 import UMT5TextEncoder, load_umt5_tokenizer
-from ..uniworld_core.vlm import MODES, VLMEncoder, load_adapter, load_vlm
+from ..uniworld_core.vlm import MODES, VLMEncoder, encoder_settings, load_adapter, load_vlm
 from . import comfy_env
 from .types import CATEGORY, DIT, TEXT_ENCODER, VAE, DiTHandle, TextEncoderHandle, VAEHandle, spec
 
@@ -158,7 +158,8 @@ class UniWorldVLMLoader:
         model, processor = load_vlm(source, dtype, _tokenizer_folder(tokenizer, source))
         adapter = load_adapter(comfy_env.model_path("diffusion_models", adapter_name),
                                model.config.text_config.hidden_size)
-        encoder = VLMEncoder(model, processor, adapter, mode, comfy_env.compute_device(), offload)
+        encoder = VLMEncoder(model, processor, adapter, mode, comfy_env.compute_device(), offload,
+                             **encoder_settings(source))
         return (TextEncoderHandle(Conditioner(encoder), "vlm", f"Qwen2.5-VL ({mode}) + adapter"),)
 
 

@@ -36,7 +36,7 @@ def test_perfect_and_static_generators_score_as_expected():
     """A generator returning the true styled clip beats the static copy; a frozen one fails motion."""
     def truth(first_frame, caption, style):
         seeds = (HELD_OUT_SEED + i for i in range(4))
-        clip = next(c for c in map(random_clip, seeds) if c.caption(style) == caption)
+        clip = next(c for c in map(random_clip, seeds) if c.caption() == caption)
         return stylize(render_photo(clip), style, clip.seed)
 
     def static(first_frame, caption, style):

@@ -52,3 +52,33 @@ def test_main_job_with_real_files_prompt_and_style(tmp_path, capsys):
         assert video.n_frames == QUICK.frames and video.size == (QUICK.size, QUICK.size)
     assert main([*common, "--style", "baroque", "--out", str(out)]) == 2
     assert "the style 'baroque'" in capsys.readouterr().err
+
+
+def test_main_job_defaults_to_the_miniature_model(tmp_path, monkeypatch, capsys):
+    """Without --dit the command runs the miniature model on its first example (here a quick build)."""
+    from PIL import Image
+
+    from uniworld_core.__main__ import main
+    from uniworld_core.miniature import examples
+
+    build(tmp_path, QUICK, log=lambda *a: None)
+    monkeypatch.setenv("UNIWORLD_MINIATURE_DIR", str(tmp_path / "weights"))
+    out = tmp_path / "demo.webp"
+    assert main(["generate", "--steps", "2", "--out", str(out)]) == 0
+    example = examples()[0]
+    printed = capsys.readouterr().out
+    assert f"miniature model: '{example['prompt']}', style {example['style']}" in printed
+    with Image.open(out) as video:
+        assert video.n_frames == QUICK.frames and video.size == (QUICK.size, QUICK.size)
+    # the toy world's own styles come with the model; unknown ones are refused
+    assert main(["generate", "--steps", "1", "--style", "neon", "--prompt", "a red circle", "--out", str(out)]) == 0
+    assert main(["generate", "--steps", "1", "--style", "baroque", "--out", str(out)]) == 2
+
+
+def test_without_the_miniature_model_the_command_falls_back_to_tiny(tmp_path, monkeypatch, capsys):
+    from uniworld_core.__main__ import main
+
+    monkeypatch.setenv("UNIWORLD_MINIATURE_DIR", str(tmp_path / "missing"))
+    assert main(["generate", "--steps", "1", "--frames", "5", "--out", str(tmp_path / "v.webp")]) == 0
+    printed = capsys.readouterr().out
+    assert "miniature model is not installed" in printed and "random weights" in printed

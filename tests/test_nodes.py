@@ -12,6 +12,7 @@ import gc
 import importlib
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import types
@@ -23,6 +24,8 @@ import torch
 from conftest import REPO
 from PIL import Image
 from safetensors.torch import save_file
+
+from uniworld_core.miniature import FILES, examples
 
 WORKFLOWS = sorted(p for p in (REPO / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
 WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -155,8 +158,9 @@ def test_workflow_files_are_shareable(path):
     assert all(n["type"].startswith("UniWorld") or n["type"] in allowed_core for n in ui["nodes"])
     assert any(n["type"] == "Note" for n in ui["nodes"])
     for node in ui["nodes"]:
-        if node["type"].endswith("Loader") and node["type"] != "UniWorldLoRALoader":
-            models = node["properties"]["models"]
+        builtin = set(FILES.values()) & set(map(str, node.get("widgets_values", [])))
+        if node["type"].endswith("Loader") and node["type"] != "UniWorldLoRALoader" and not builtin:
+            models = node["properties"]["models"]  # where to download each file (built-in files ship)
             assert models and all(m["url"].startswith("https://") and m["directory"] for m in models)
             for m in models:
                 assert "/" not in m["name"] and m["name"] in node["widgets_values"]
@@ -245,8 +249,19 @@ def _small_prompt(pack, path: Path) -> dict:
     return prompt
 
 
+@pytest.fixture(scope="module")
+def quick_miniature(tmp_path_factory) -> Path:
+    """A miniature model from the recipe's quick mode (the toy workflow's files)."""
+    from training.miniature import QUICK, build
+
+    out = tmp_path_factory.mktemp("miniature")
+    build(out, QUICK, log=lambda *a: None)
+    return out / "weights"
+
+
 @pytest.fixture
-def runnable(pack, tmp_path, monkeypatch):
+def runnable(pack, tmp_path, monkeypatch, quick_miniature):
+    monkeypatch.setenv("UNIWORLD_MINIATURE_DIR", str(quick_miniature))
     qwen_tokenizer = _tiny_models(tmp_path / "models")
     comfy_env = importlib.import_module(f"{pack.__name__}.nodes.comfy_env")
     monkeypatch.setattr(comfy_env, "comfy_qwen_tokenizer_dir", lambda: qwen_tokenizer)
@@ -255,6 +270,8 @@ def runnable(pack, tmp_path, monkeypatch):
     monkeypatch.setattr(standins.FOLDERS, "output", tmp_path / "output")
     (tmp_path / "input").mkdir()
     Image.fromarray((torch.rand(60, 80, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / "input" / "input.png")
+    for example in examples():  # the toy workflow's input, as its Note tells users to copy it
+        shutil.copy(example["image"], tmp_path / "input")
     return pack
 
 

@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 from uniworld_core.config import DiTConfig, VAEConfig
 from uniworld_core.dit import WanDiT
+from uniworld_core.miniature import EXAMPLES_FILE
+from uniworld_core.styles import CUSTOM_STYLES_FILE, all_styles
 from uniworld_core.vae import WanVAE
-from uniworld_core.vlm import EncoderAdapter, VLMEncoder, load_vlm
+from uniworld_core.vlm import ENCODER_SETTINGS_FILE, EncoderAdapter, VLMEncoder, load_vlm
 
 from .cache import build_cache
 from .config import TrainConfig
@@ -32,9 +35,11 @@ from .data import ClipDataset, read_meta
 from .run import train
 from .toy_conditioner import build_toy_vlm
 from .toyworld import STYLES, random_clip, render_photo, stylize, write_dataset
-from .vae_train import VAETrainConfig, measure_latent_stats, save_vae, train_vae
+from .vae_train import VAETrainConfig, frame_errors, measure_latent_stats, save_vae, train_vae
 
 TOY_TOKENS = 128  # the toy VLM's token budget (the real one reads 1024)
+TOY_IMAGE = (56, 56)  # the toy VLM's image size (the real one reads 416x240)
+EXAMPLE_SEED = 8_000_000  # example inputs: held-out clips, far from the training seeds
 
 
 @dataclass
@@ -43,7 +48,8 @@ class Recipe:
     frames: int = 17
     size: int = 64
     vae_width: int = 16
-    vae_frames: int = 5  # the causal VAE works in 1+4-frame chunks: short clips teach it the same, 4x cheaper
+    vae_frames: int = 9  # three causal chunks: the third is the first with a steady-state cache
+    vae_crop: int = 32  # random 32x32 windows: the same convolutions, 4x cheaper steps
     vae_steps: int = 1000
     vlm_hidden: int = 128
     dit: DiTConfig = DiTConfig(dim=128, ffn_dim=256, num_heads=2, num_layers=4, freq_dim=64, text_dim=64)
@@ -53,18 +59,38 @@ class Recipe:
     seed: int = 0
 
 
-QUICK = Recipe(clips=2, frames=5, size=32, vae_width=8, vae_frames=5, vae_steps=3, vlm_hidden=64,
+QUICK = Recipe(clips=2, frames=5, size=32, vae_width=8, vae_frames=9, vae_crop=16, vae_steps=3, vlm_hidden=64,
                dit=DiTConfig(dim=64, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32, text_dim=32),
                dit_steps=2, batch_size=1)
 
 
-def _vae_clips(recipe: Recipe) -> torch.Tensor:
+def _vae_clips(recipe: Recipe, count: int, frames: int, first_seed: int) -> torch.Tensor:
     clips = []
-    for i in range(recipe.clips):
-        clip = random_clip(recipe.seed * 1_000_003 + i)
-        photo = render_photo(clip, recipe.vae_frames, recipe.size)
+    for i in range(count):
+        clip = random_clip(first_seed + i)
+        photo = render_photo(clip, frames, recipe.size)
         clips += [stylize(photo, style, clip.seed).permute(3, 0, 1, 2) * 2 - 1 for style in STYLES]
     return torch.stack(clips)
+
+
+def write_extras(weights: Path, recipe: Recipe) -> None:
+    """What inference needs beside the weights: the VLM's encoder settings, the toy styles, example inputs."""
+    (weights / "toy_vlm" / ENCODER_SETTINGS_FILE).write_text(
+        # "" as negative: the unconditional branch was trained on empty-prompt features (text drop).
+        json.dumps({"max_length": TOY_TOKENS, "image_size": list(TOY_IMAGE), "default_negative": ""}))
+    # Styles the built-in list lacks, with the prompt text the cache used for them (training.cache).
+    extra = [{"name": s, "description": f"toy world: {s}", "prompt": f"{s} style"}
+             for s in STYLES if s not in all_styles()]
+    (weights / CUSTOM_STYLES_FILE).write_text(json.dumps(extra, indent=1))
+    (weights / "examples").mkdir(exist_ok=True)
+    entries = []
+    for i, style in enumerate(STYLES[1:]):
+        clip = random_clip(EXAMPLE_SEED + i)
+        frame = render_photo(clip, 1, recipe.size)[0]
+        name = f"examples/toy_photo_{i}.png"
+        Image.fromarray((frame * 255).round().to(torch.uint8).numpy()).save(weights / name)
+        entries.append({"image": name, "prompt": clip.caption(), "style": style})
+    (weights / EXAMPLES_FILE).write_text(json.dumps(entries, indent=1))
 
 
 def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
@@ -77,8 +103,11 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
 
     torch.manual_seed(recipe.seed)
     vae = WanVAE(VAEConfig(base_dim=recipe.vae_width))
-    clips = _vae_clips(recipe)
-    vae_losses = train_vae(vae, clips, VAETrainConfig(steps=recipe.vae_steps, seed=recipe.seed), log=log)
+    clips = _vae_clips(recipe, recipe.clips, recipe.vae_frames, recipe.seed * 1_000_003)
+    held_out = _vae_clips(recipe, 2, recipe.frames, 5_000_000 + recipe.seed)  # full-length clips, unseen seeds
+    vae_cfg = VAETrainConfig(steps=recipe.vae_steps, crop=recipe.vae_crop, eval_every=max(1, recipe.vae_steps // 10),
+                             seed=recipe.seed)
+    vae_losses = train_vae(vae, clips, vae_cfg, held_out, log=log)
     vae.set_latent_stats(*measure_latent_stats(vae, clips))
     save_vae(vae, weights / "toy_vae.safetensors")
 
@@ -86,7 +115,7 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
     vlm_dir = build_toy_vlm([e.caption for e in entries], weights / "toy_vlm", recipe.vlm_hidden, seed=recipe.seed)
     model, processor = load_vlm(vlm_dir, torch.float32)
     encoder = VLMEncoder(model, processor, EncoderAdapter(recipe.vlm_hidden), max_length=TOY_TOKENS,
-                         image_size=(56, 56))
+                         image_size=TOY_IMAGE)
     manifest = build_cache(ClipDataset(entries, recipe.frames, 16, ((recipe.size, recipe.size),)), vae, encoder,
                            out / "cache")
 
@@ -103,9 +132,11 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
               if "loss" in line]
     card = {"recipe": {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in recipe.__dict__.items()},
             "cached_clips": manifest["cached"], "vae_loss": [vae_losses[0], vae_losses[-1]],
+            "vae_held_out_l1_first_later": frame_errors(vae, held_out),
             "dit_loss_first_last_100": [sum(losses[:100]) / len(losses[:100]), sum(losses[-100:]) / len(losses[-100:])],
             "minutes": round((time.perf_counter() - started) / 60, 1),
             "bytes": sum(p.stat().st_size for p in weights.rglob("*") if p.is_file())}
+    write_extras(weights, recipe)
     (weights / "card.json").write_text(json.dumps(card, indent=2, default=list))
     return card
 

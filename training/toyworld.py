@@ -188,6 +188,6 @@ def write_dataset(folder: str | Path, clips: int, frames: int = 17, size: int = 
             for t, frame in enumerate(stylize(photo, style, clip.seed)):
                 pixels = (frame * 255).round().to(torch.uint8).numpy()
                 Image.fromarray(pixels).save(folder / name / f"{t:03d}.png")
-            entries.append({"path": name, "cap": clip.caption(style), "style": style, "fps": 16, "image": image})
+            entries.append({"path": name, "cap": clip.caption(), "style": style, "fps": 16, "image": image})
     (folder / "meta.json").write_text(json.dumps(entries, indent=1))
     return folder / "meta.json"

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from . import miniature
 from .attention import get_attention
 from .checkpoints import convert_file, inspect_file, load, load_dit, load_vae
 from .conditioning import Conditioner, StyleSpec
@@ -24,7 +25,7 @@ from .quantize import OUR_TYPES, quantize_file
 from .sampler import SamplerSettings
 from .styles import BUILTIN_STYLES, all_styles
 from .umt5 import UMT5TextEncoder, load_umt5_tokenizer
-from .vlm import VLMEncoder, load_adapter, load_vlm
+from .vlm import VLMEncoder, encoder_settings, load_adapter, load_vlm
 
 # Defaults per mode: the report's settings for real weights, a quick run for tiny.
 REAL_DEFAULTS = dict(width=832, height=480, frames=49, steps=50)
@@ -35,21 +36,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m uniworld_core")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="image (+ context features) -> stylized video")
-    gen.add_argument("--preset", choices=["tiny"], help="random-weight demo model (default "
-                     "when no --dit is given)")
+    gen.add_argument("--preset", choices=["miniature", "tiny"], help="without --dit: the built-in miniature "
+                     "model trained on the toy world (default), or random-weight 'tiny' (proves the pipeline only)")
     gen.add_argument("--dit", help="DiT weights (.safetensors/.pt; official, ComfyUI or diffusers keys)")
     gen.add_argument("--vae", help="Wan2.1 VAE weights")
     gen.add_argument("--vlm", help="Qwen2.5-VL folder or single file (Uniworld-OSP2.0); needs --adapter")
     gen.add_argument("--adapter", help="the encoder adapter (fc1/fc2) that goes with --vlm")
     gen.add_argument("--umt5", help="umT5 file or folder (FlashI2V-1.3B)")
     gen.add_argument("--tokenizer", help="tokenizer folder, when --vlm/--umt5 is a single file")
-    gen.add_argument("--prompt", default="", help="what happens in the video")
+    gen.add_argument("--prompt", help="what happens in the video (miniature default: the example's caption)")
     gen.add_argument("--negative", help="negative prompt (default: the official one, style-aware)")
     gen.add_argument("--style", help=f"one of: {', '.join(s.name for s in BUILTIN_STYLES)}")
     gen.add_argument("--style-strength", type=float, default=1.0)
     gen.add_argument("--context", help="precomputed features instead: safetensors with 'context' "
                      "[1,L,text_dim] and optionally 'negative_context'")
-    gen.add_argument("--image", help="conditioning image (default: a procedural test picture)")
+    gen.add_argument("--image", help="conditioning image (default: the miniature model's example photo, "
+                     "or a procedural test picture for 'tiny')")
     gen.add_argument("--out", default="outputs/uniworld.webp", help="output .webp path "
                      "(an .mp4 is written beside it when PyAV is installed)")
     for name in ("width", "height", "frames", "steps"):
@@ -105,7 +107,7 @@ def _conditioning(args, image, device, dtype):
     if args.vlm and args.adapter:
         model, processor = load_vlm(args.vlm, dtype, args.tokenizer)
         adapter = load_adapter(args.adapter, model.config.text_config.hidden_size)
-        encoder = VLMEncoder(model, processor, adapter, compute=device)
+        encoder = VLMEncoder(model, processor, adapter, compute=device, **encoder_settings(args.vlm))
     elif args.umt5:
         from pathlib import Path as _Path
 
@@ -122,10 +124,6 @@ def _conditioning(args, image, device, dtype):
 
 
 def _models(args, device, dtype, attention):
-    if args.dit is None:
-        print(TINY_NOTICE)
-        dit, vae = tiny_stack(args.seed, device, dtype, attention)
-        return dit, vae
     if args.vae is None:
         raise UniWorldError("--dit without --vae", "a Wan2.1 VAE file as well")
     dit = load_dit(args.dit, device, dtype, attention)
@@ -133,18 +131,56 @@ def _models(args, device, dtype, attention):
     return dit, vae
 
 
-def generate_command(args: argparse.Namespace) -> Path:
-    defaults = TINY_DEFAULTS if args.dit is None else REAL_DEFAULTS
+def _fill(args: argparse.Namespace, defaults: dict) -> None:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    device = pick_device(args.device)
-    dtype = resolve_dtype(args.precision, device)
-    dit, vae = _models(args, device, dtype, get_attention(args.attention, device))
+
+
+def _preset(args: argparse.Namespace) -> str | None:
+    """'miniature', 'tiny' or None (files given)."""
+    if args.dit is not None:
+        return None
+    if args.preset is None and not miniature.available():
+        print("The built-in miniature model is not installed; running the random-weight 'tiny' preset.")
+    return args.preset or ("miniature" if miniature.available() else "tiny")
+
+
+def _miniature_inputs(args, device, attention):
+    """(dit, vae, image, context, negative) of the miniature model, defaults from its first example."""
+    model = miniature.load_miniature(device=device, attention=attention)
+    example = (miniature.examples() or [{}])[0]
+    if args.image is None and args.prompt is None:
+        args.image, args.prompt, args.style = example.get("image"), example.get("prompt", ""), \
+            args.style or example.get("style")
+    _fill(args, {**miniature.defaults(), "prompt": ""})
+    styles = model.styles()
+    if args.style and args.style not in styles:
+        raise UniWorldError(f"the style '{args.style}'", f"one of {', '.join(styles)}")
     image = load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
-    if args.dit is None:
+    spec = StyleSpec(styles.get(args.style), args.style_strength) if args.style else StyleSpec()
+    context, negative = model.conditioner.encode(image, args.prompt, spec, args.negative)
+    return model.dit, model.vae, image, context, negative
+
+
+def generate_command(args: argparse.Namespace) -> Path:
+    preset = _preset(args)
+    device = pick_device(args.device)
+    attention = get_attention(args.attention, device)
+    if preset == "miniature":
+        dit, vae, image, context, negative = _miniature_inputs(args, device, attention)
+        print(f"miniature model: '{args.prompt}', style {args.style or 'none'}, image {args.image or 'procedural'}")
+    elif preset == "tiny":
+        _fill(args, TINY_DEFAULTS)
+        print(TINY_NOTICE)
+        dit, vae = tiny_stack(args.seed, device, resolve_dtype(args.precision, device), attention)
+        image = load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
         context, negative = tiny_context(dit.cfg.text_dim, dit.cfg.text_len, args.seed)
     else:
+        _fill(args, {**REAL_DEFAULTS, "prompt": ""})
+        dtype = resolve_dtype(args.precision, device)
+        dit, vae = _models(args, device, dtype, attention)
+        image = load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
         context, negative = _conditioning(args, image, device, dtype)
     video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
     sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio)

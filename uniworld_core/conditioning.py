@@ -82,6 +82,8 @@ class Conditioner:
                  spec: StyleSpec = StyleSpec()) -> torch.Tensor:
         """The negative conditioning; with a style, the default drops the anti-style terms."""
         if negative_prompt is None:
+            negative_prompt = getattr(self.encoder, "default_negative", None)  # a model's own, e.g. the miniature's
+        if negative_prompt is None:
             negative_prompt = style_negative_prompt() if spec.style else OFFICIAL_NEGATIVE_PROMPT
         return self._encode(image, negative_prompt)
 

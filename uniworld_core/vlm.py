@@ -218,6 +218,30 @@ def make_processor(tokenizer_dir: str | Path) -> VLMProcessor:
     return VLMProcessor(tokenizer, image_processor, template)
 
 
+# Optional, in a VLM folder: {"max_length", "image_size", optionally "default_negative"}.
+ENCODER_SETTINGS_FILE = "uniworld_encoder.json"
+
+
+def encoder_settings(source: str | Path) -> dict:
+    """VLMEncoder settings stored beside a VLM (e.g. the miniature model's 128 tokens at 56x56); {} if none.
+
+    The official model needs none: the defaults are its 1024 tokens and 416x240 image.
+    """
+    path = Path(source) / ENCODER_SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+        settings = {"max_length": int(values["max_length"]),
+                    "image_size": tuple(int(v) for v in values["image_size"])}
+        if "default_negative" in values:
+            settings["default_negative"] = str(values["default_negative"])
+        return settings
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"an unreadable {path} ({exc})",
+                         '{"max_length": N, "image_size": [width, height]}') from exc
+
+
 def load_vlm(source: str | Path, dtype: torch.dtype = torch.bfloat16,
              tokenizer_dir: str | Path | None = None, config=None):
     """(model, processor) from a Hugging Face folder or a single-file checkpoint."""
@@ -258,7 +282,8 @@ class VLMEncoder:
 
     def __init__(self, model, processor, adapter: EncoderAdapter, mode: str = "official",
                  compute: torch.device | str = "cpu", offload: bool = False,
-                 max_length: int = MAX_LENGTH, image_size: tuple[int, int] = OFFICIAL_IMAGE_SIZE):
+                 max_length: int = MAX_LENGTH, image_size: tuple[int, int] = OFFICIAL_IMAGE_SIZE,
+                 default_negative: str | None = None):
         if mode not in MODES:
             raise InputError(f"VLM mode {mode!r}", f"one of {MODES}")
         hidden = model.config.text_config.hidden_size
@@ -271,6 +296,7 @@ class VLMEncoder:
                                   "the full Qwen2.5-VL model for 'full_vision' mode",
                                   "Use 'official' mode, or a file/folder with the visual.* weights.")
         self.processor, self.mode, self.max_length, self.image_size = processor, mode, max_length, image_size
+        self.default_negative = default_negative  # None: the official negative prompt
         self.placement = Placement(model, compute, offload)
         self.adapter = adapter.to(self.placement.compute)
         self.identity = f"{model.config.text_config.hidden_size}x{model.config.text_config.num_hidden_layers}"

@@ -34,6 +34,7 @@ MODELS = {
     "uniworld_osp2_dit_14B_Q4_K.gguf": ("https://github.com/PKU-YuanGroup", "diffusion_models"),
 }
 COMFY_TOKENIZER = "(ComfyUI's bundled Qwen2.5 tokenizer)"
+SAME_FOLDER = "(tokenizer in the model folder)"
 PROMPT = "the scene comes alive: the subject moves naturally, gentle camera push-in"
 
 
@@ -86,9 +87,11 @@ class Graph:
 
 
 def _tail(g: Graph, dit, vae, positive, negative, image, x: int, y: int, prefix: str, fourier=None,
-          frames: int = 49, seed: int = 42, tiled: bool = False):
-    """Sampler -> VAE Decode -> CreateVideo -> SaveVideo."""
-    sampler = g.node("UniWorldSampler", [832, 480, frames, 50, 5.0, 7.0, seed, "fixed"], (x, y), size=(340, 380))
+          frames: int = 49, seed: int = 42, tiled: bool = False, size: tuple[int, int, int] = (832, 480, 50)):
+    """Sampler -> VAE Decode -> CreateVideo -> SaveVideo (size: width, height, steps)."""
+    width, height, steps = size
+    sampler = g.node("UniWorldSampler", [width, height, frames, steps, 5.0, 7.0, seed, "fixed"], (x, y),
+                     size=(340, 380))
     for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (positive, 0),
                               "negative": (negative, 1), "start_image": (image, 0)}.items():
         g.link(src, slot, sampler, name)
@@ -187,7 +190,39 @@ def low_vram_gguf(classes) -> dict:
     return g.to_json()
 
 
-WORKFLOWS = {"uniworld_osp2_i2sv": uniworld_osp2_i2sv, "flashi2v_1.3B_umt5": flashi2v_13b_umt5,
+TOY_PROMPT = "a small green square spins over the sky"
+TOY_IMAGE = "toy_photo_0.png"
+
+
+def toy_world_miniature(classes) -> dict:
+    """The built-in miniature model: runs anywhere, no downloads (its files ship with the pack)."""
+    g = Graph(classes)
+    g.node("Note", ["The built-in miniature Uniworld-OSP2.0 model, trained by this pack on a procedural toy "
+                    "world (64x64 clips of shapes that slide, bounce or spin). Nothing to download: its files "
+                    "appear in the loaders as toy_*.\n\nInput: a toy photo (examples in "
+                    f"uniworld_core/miniature_model/examples/; copy {TOY_IMAGE} into ComfyUI/input). Styles it "
+                    "knows: watercolor, pixel art (and neon, pencil sketch from the command line). "
+                    "64x64, 17 frames, 30 steps."], (0, -260), size=(700, 220))
+    image = g.node("LoadImage", [TOY_IMAGE, "image"], (0, 0), size=(300, 320))
+    dit = g.node("UniWorldDiTLoader", ["toy_dit.safetensors", "fp32", "auto", -1, 1], (0, 380))
+    vae = g.node("UniWorldVAELoader", ["toy_vae.safetensors", "fp32", False], (0, 560))
+    vlm = g.node("UniWorldVLMLoader", ["toy_vlm", "toy_adapter.safetensors", SAME_FOLDER, "fp32", "official",
+                                       False], (360, 0), size=(360, 220))
+    style = g.node("UniWorldStyleSelect", ["watercolor", 1.0, "", "none", 0.5], (360, 260))
+    encode = g.node("UniWorldVLMEncode", [TOY_PROMPT, ""], (760, 260), size=(400, 300))
+    g.link(vlm, 0, encode, "text_encoder")
+    g.link(image, 0, encode, "image")
+    g.link(style, 0, encode, "style")
+    fourier = g.node("UniWorldFourierCutoff", [64, 64, 0.1], (760, 600))
+    g.link(vae, 0, fourier, "vae")
+    g.link(image, 0, fourier, "image")
+    _tail(g, dit, vae, encode, encode, image, 1200, 0, "video/uniworld_toy", fourier, frames=17,
+          size=(64, 64, 30))
+    return g.to_json()
+
+
+WORKFLOWS = {"toy_world_miniature": toy_world_miniature, "uniworld_osp2_i2sv": uniworld_osp2_i2sv,
+             "flashi2v_1.3B_umt5": flashi2v_13b_umt5,
              "style_comparison": style_comparison, "low_vram_gguf": low_vram_gguf}
 PACK = "uniworld_osp2_pack"
 
