@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from training.miniature import QUICK, TOY_TOKENS, build
@@ -82,3 +83,16 @@ def test_without_the_miniature_model_the_command_falls_back_to_tiny(tmp_path, mo
     assert main(["generate", "--steps", "1", "--frames", "5", "--out", str(tmp_path / "v.webp")]) == 0
     printed = capsys.readouterr().out
     assert "miniature model is not installed" in printed and "random weights" in printed
+
+
+def test_encoder_settings_travel_with_a_vlm_folder_and_bad_ones_are_named(tmp_path):
+    from uniworld_core.errors import InputError
+    from uniworld_core.vlm import ENCODER_SETTINGS_FILE, encoder_settings
+
+    assert encoder_settings(tmp_path) == {}  # the official model: its defaults
+    (tmp_path / ENCODER_SETTINGS_FILE).write_text('{"max_length": 128, "image_size": [56, 56], "default_negative": ""}')
+    assert encoder_settings(tmp_path) == {"max_length": 128, "image_size": (56, 56), "default_negative": ""}
+    (tmp_path / ENCODER_SETTINGS_FILE).write_text('{"max_length": 128}')
+    with pytest.raises(InputError, match="image_size") as error:
+        encoder_settings(tmp_path)
+    assert ENCODER_SETTINGS_FILE in str(error.value)
