@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="image (+ context features) -> stylized video")
     gen.add_argument("--preset", choices=["miniature", "tiny"], help="without --dit: the built-in miniature "
-                     "model trained on the toy world (default), or random-weight 'tiny' (proves the pipeline only)")
+                     "model trained on the toy world (default when installed), or random-weight 'tiny' "
+                     "(proves the pipeline only)")
     gen.add_argument("--dit", help="DiT weights (.safetensors/.pt; official, ComfyUI or diffusers keys)")
     gen.add_argument("--vae", help="Wan2.1 VAE weights")
     gen.add_argument("--vlm", help="Qwen2.5-VL folder or single file (Uniworld-OSP2.0); needs --adapter")
@@ -116,11 +117,20 @@ def _conditioning(args, image, device, dtype):
     else:
         raise UniWorldError("--dit without a text encoder", "--vlm with --adapter, --umt5, or --context",
                             "Uniworld-OSP2.0 reads the prompt with Qwen2.5-VL; FlashI2V-1.3B with umT5.")
-    styles = all_styles()
-    if args.style and args.style not in styles:
+    return Conditioner(encoder).encode(image, args.prompt, _style_spec(args, all_styles()), args.negative)
+
+
+def _style_spec(args: argparse.Namespace, styles: dict) -> StyleSpec:
+    """--style / --style-strength as a StyleSpec; an unknown name is refused with the known ones."""
+    if not args.style:
+        return StyleSpec()
+    if args.style not in styles:
         raise UniWorldError(f"the style '{args.style}'", f"one of {', '.join(styles)}")
-    spec = StyleSpec(styles.get(args.style), args.style_strength) if args.style else StyleSpec()
-    return Conditioner(encoder).encode(image, args.prompt, spec, args.negative)
+    return StyleSpec(styles[args.style], args.style_strength)
+
+
+def _image(args: argparse.Namespace):
+    return load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
 
 
 def _models(args, device, dtype, attention):
@@ -141,9 +151,12 @@ def _preset(args: argparse.Namespace) -> str | None:
     """'miniature', 'tiny' or None (files given)."""
     if args.dit is not None:
         return None
-    if args.preset is None and not miniature.available():
-        print("The built-in miniature model is not installed; running the random-weight 'tiny' preset.")
-    return args.preset or ("miniature" if miniature.available() else "tiny")
+    if args.preset is not None:
+        return args.preset
+    if miniature.available():
+        return "miniature"
+    print("The built-in miniature model is not installed; running the random-weight 'tiny' preset.")
+    return "tiny"
 
 
 def _miniature_inputs(args, device, attention):
@@ -151,15 +164,10 @@ def _miniature_inputs(args, device, attention):
     model = miniature.load_miniature(device=device, attention=attention)
     example = (miniature.examples() or [{}])[0]
     if args.image is None and args.prompt is None:
-        args.image, args.prompt, args.style = example.get("image"), example.get("prompt", ""), \
-            args.style or example.get("style")
+        _fill(args, {"image": example.get("image"), "prompt": example.get("prompt"), "style": example.get("style")})
     _fill(args, {**miniature.defaults(), "prompt": ""})
-    styles = model.styles()
-    if args.style and args.style not in styles:
-        raise UniWorldError(f"the style '{args.style}'", f"one of {', '.join(styles)}")
-    image = load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
-    spec = StyleSpec(styles.get(args.style), args.style_strength) if args.style else StyleSpec()
-    context, negative = model.conditioner.encode(image, args.prompt, spec, args.negative)
+    image = _image(args)
+    context, negative = model.conditioner.encode(image, args.prompt, _style_spec(args, model.styles()), args.negative)
     return model.dit, model.vae, image, context, negative
 
 
@@ -174,13 +182,13 @@ def generate_command(args: argparse.Namespace) -> Path:
         _fill(args, TINY_DEFAULTS)
         print(TINY_NOTICE)
         dit, vae = tiny_stack(args.seed, device, resolve_dtype(args.precision, device), attention)
-        image = load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
+        image = _image(args)
         context, negative = tiny_context(dit.cfg.text_dim, dit.cfg.text_len, args.seed)
     else:
         _fill(args, {**REAL_DEFAULTS, "prompt": ""})
         dtype = resolve_dtype(args.precision, device)
         dit, vae = _models(args, device, dtype, attention)
-        image = load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
+        image = _image(args)
         context, negative = _conditioning(args, image, device, dtype)
     video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
     sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio)
