@@ -35,7 +35,7 @@ from .data import ClipDataset, read_meta
 from .run import train
 from .toy_conditioner import build_toy_vlm
 from .toyworld import STYLES, random_clip, render_photo, stylize, write_dataset
-from .vae_train import VAETrainConfig, frame_errors, measure_latent_stats, save_vae, train_vae
+from .vae_train import VAETrainConfig, frame_errors, init_for_training, measure_latent_stats, save_vae, train_vae
 
 TOY_TOKENS = 128  # the toy VLM's token budget (the real one reads 1024)
 TOY_IMAGE = (56, 56)  # the toy VLM's image size (the real one reads 416x240)
@@ -48,9 +48,9 @@ class Recipe:
     frames: int = 17
     size: int = 64
     vae_width: int = 16
-    vae_frames: int = 9  # three causal chunks: the third is the first with a steady-state cache
+    vae_frames: int = 17  # the generated length: errors build up over chunks beyond what training saw
     vae_crop: int = 32  # random 32x32 windows: the same convolutions, 4x cheaper steps
-    vae_steps: int = 1000
+    vae_steps: int = 800
     vlm_hidden: int = 128
     dit: DiTConfig = DiTConfig(dim=128, ffn_dim=256, num_heads=2, num_layers=4, freq_dim=64, text_dim=64)
     dit_steps: int = 8000
@@ -102,7 +102,7 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
     log(f"toy world: {recipe.clips} clips x {len(STYLES)} renderings")
 
     torch.manual_seed(recipe.seed)
-    vae = WanVAE(VAEConfig(base_dim=recipe.vae_width))
+    vae = init_for_training(WanVAE(VAEConfig(base_dim=recipe.vae_width)))
     clips = _vae_clips(recipe, recipe.clips, recipe.vae_frames, recipe.seed * 1_000_003)
     held_out = _vae_clips(recipe, 2, recipe.frames, 5_000_000 + recipe.seed)  # full-length clips, unseen seeds
     vae_cfg = VAETrainConfig(steps=recipe.vae_steps, crop=recipe.vae_crop, eval_every=max(1, recipe.vae_steps // 10),

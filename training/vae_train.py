@@ -3,9 +3,11 @@
 Loss: L1 reconstruction of the clip plus a small KL term on the posterior,
 the clip going through the encoder and decoder chunk by chunk as at
 inference (the causal cache passes values between chunks, not gradients).
-Clips need at least three chunks (9 frames): the third is the first whose
-cache is in its steady state, and a VAE trained on two chunks only decodes
-later chunks as garbage.
+Train on clips as long as the ones the model will encode: error builds up
+chunk after chunk beyond the length seen in training (a VAE trained on 9-frame
+clips reconstructed frames 0-8 at L1 ~0.1 and frame 16 at 0.3-0.8).
+A VAE trained from scratch starts from `init_for_training`: with PyTorch's
+default initialisation the Wan blocks collapse (see its docstring).
 Afterwards the per-channel latent mean and std are measured on the data and
 stored with the weights, so the DiT sees normalised latents as with Wan2.1.
 """
@@ -18,24 +20,24 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from uniworld_core.vae import WanVAE
+from uniworld_core.vae_blocks import AttentionBlock, ResidualBlock
 
 
 @dataclass
 class VAETrainConfig:
     """Optimiser settings for the VAE.
 
-    The learning rate is low on purpose: the 3x3x3 convolutions have fan-ins in
-    the thousands, and Adam moves every weight by about `lr` per step in a
-    coherent direction, so at 1e-3 the decoder's residual stream grows a large
-    image-independent component within ~20 steps, its RMSNorms then wash out the
-    latent signal and the output collapses to one or two flat colours (measured
-    on toy frames: stuck at L1 0.33 for 1e-3..1e-4, 0.18 and falling at 5e-5).
+    Meant for a VAE prepared by `init_for_training`. Keep the learning rate
+    modest: the 3x3x3 convolutions have fan-ins in the thousands and Adam moves
+    every weight by about `lr` per step (on toy clips 4e-4 with batches of 2 was
+    erratic: held-out first-frame L1 0.32 after 400 steps, 0.14 at 2e-4 / batch 4).
     """
 
     steps: int = 1000
-    lr: float = 5e-5
+    lr: float = 2e-4
     warmup_steps: int = 50
     grad_clip: float = 1.0
     kl_weight: float = 1e-6
@@ -44,6 +46,30 @@ class VAETrainConfig:
     batch_size: int = 4
     eval_every: int = 100  # held-out reconstruction check; the best weights are kept
     seed: int = 0
+
+
+def init_for_training(vae: WanVAE) -> WanVAE:
+    """Re-initialise a fresh VAE so that from-scratch training reads its latent.
+
+    Convolutions get fan-in (unit-gain) normal weights and zero biases, and the
+    last convolution of every residual and attention block starts at zero, so each block is an
+    identity at first and the latent reaches the output undiluted. With PyTorch's
+    default init the decoder's input is dominated by bias constants (latent
+    spread 0.007 against 0.04 on toy frames), training settles on an output that
+    ignores the latent apart from a dark/light switch, and L1 sticks at ~0.32 for
+    any learning rate from 5e-5 to 1e-3; with this init it falls to 0.08 in 200
+    steps on the same 20 frames.
+    """
+    for module in vae.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
+            nn.init.zeros_(module.bias)
+    for module in vae.modules():
+        if isinstance(module, ResidualBlock):
+            nn.init.zeros_(module.residual[-1].weight)
+        elif isinstance(module, AttentionBlock):
+            nn.init.zeros_(module.proj.weight)
+    return vae
 
 
 def vae_loss(vae: WanVAE, video: torch.Tensor, kl_weight: float, generator: torch.Generator,
