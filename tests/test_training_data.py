@@ -122,7 +122,9 @@ data = _padded(clips())  # 4 clips
 world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
 share = 4 // world
 mine = {{k: v[rank * share:(rank + 1) * share] for k, v in data.items()}}
-trainer = Trainer(_model(), TrainConfig(mode="lora", steps=1, lr=1e-2, lora_rank=4, seed=5, text_drop=0.5))
+trainer = Trainer(_model(), TrainConfig(mode="lora", steps=2, lr=1e-2, lora_rank=4, seed=5, text_drop=0.5,
+                                        warmup_steps=3, schedule="cosine"))
+trainer.train_step(mine)  # two steps in warmup: a schedule that advanced once per process would show
 trainer.train_step(mine)
 if rank == 0:
     torch.save({{n: p.detach() for n, p in trainer.params.items()}}, sys.argv[1])

@@ -59,7 +59,7 @@ def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty
     draws = draws if draws is not None else draw(tuple(clean.shape), cfg, generator)
     noise, sigma = draws["noise"].to(device), draws["sigma"].to(device)
     start = clean[:, :, :1] if start is None else start.to(device)
-    x_t, target = training_pair(clean, noise, sigma, dit.learnable_proj(start))
+    x_t, target = training_pair(clean, noise, sigma, dit.project_start(start))
     features = high_frequency(start, draws["ratio"].to(device)).expand(-1, -1, clean.shape[2], -1, -1)
     drop = draws["drop"].to(device)
     context = torch.where(drop[:, None, None], empty_context.expand_as(context), context)

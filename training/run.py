@@ -18,6 +18,7 @@ from uniworld_core.vlm import DIT_TEXT_DIM, EncoderAdapter, load_adapter
 from .cache import CachedClips, epoch_batches
 from .config import TrainConfig
 from .data import log
+from .sharding import is_sharded
 from .trainer import Trainer
 
 
@@ -40,11 +41,16 @@ def _batch(data: CachedClips, indices: list[int], rank: int, world: int) -> dict
     return batch
 
 
-def _validate(trainer: Trainer, data: CachedClips, out: Path, vae) -> dict:
-    """Sample a clip from the first cached clip's first frame with the EMA weights; save it."""
+def _validate(trainer: Trainer, data: CachedClips, out: Path, vae) -> dict | None:
+    """Sample a clip from the first cached clip's first frame with the EMA weights; the main process saves it.
+
+    Every process samples under FSDP (the sharded DiT needs them all); otherwise only the main one is called.
+    """
     from safetensors.torch import save_file
 
     latents, loss = trainer.validate(data[0], data.empty, trainer.cfg.validation_steps)
+    if not trainer.accelerator.is_main_process:
+        return None
     folder = out / "validation"
     folder.mkdir(parents=True, exist_ok=True)
     if vae is not None:
@@ -78,7 +84,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
     data = CachedClips(cache_dir)
     if cfg.batch_size % acc.num_processes:
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {acc.num_processes} processes")
-    dit = load(dit_path, "dit", acc.device, torch.float32).model
+    # under FSDP the whole DiT is read into host memory once per process; prepare() moves only its shard
+    dit = load(dit_path, "dit", "cpu" if is_sharded(acc) else acc.device, torch.float32).model
     adapter = _adapter(cfg, adapter_path, data.empty.shape[-1], dit.cfg.text_dim)
     if adapter is not None:
         adapter.to(acc.device)
@@ -109,15 +116,17 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
                 board.add_scalar("loss", loss, trainer.step)
                 board.add_scalar("lr", record["lr"], trainer.step)
             print(f"\rstep {trainer.step}/{cfg.steps} loss {loss:.4f}", end="", flush=True)
-        if cfg.save_every and trainer.step % cfg.save_every == 0 and acc.is_main_process:
+        if cfg.save_every and trainer.step % cfg.save_every == 0:
             trainer.save(out / "checkpoint")
-        if cfg.validate_every and trainer.step % cfg.validate_every == 0 and acc.is_main_process:
-            if vae is None and vae_path:
+        if cfg.validate_every and trainer.step % cfg.validate_every == 0 and (acc.is_main_process or
+                                                                             is_sharded(acc)):
+            if vae is None and vae_path and acc.is_main_process:
                 vae = load(vae_path, "vae", acc.device, torch.float32).model
-            with open(log_file, "a") as f:
-                f.write(json.dumps(_validate(trainer, data, out, vae)) + "\n")
+            result = _validate(trainer, data, out, vae)
+            if result is not None:
+                with open(log_file, "a") as f:
+                    f.write(json.dumps(result) + "\n")
     if acc.is_main_process:
         print()
-        trainer.save(out / "checkpoint")
-        return trainer.export(out / "export")
-    return out / "export"
+    trainer.save(out / "checkpoint")
+    return trainer.export(out / "export")

@@ -1,8 +1,11 @@
 """The training loop: trainable sets, AdamW, schedule, clipping, EMA, exact checkpoints.
 
-Runs as a plain loop on one device, and under `accelerate launch` on several
-(the model and optimizer go through `Accelerator.prepare`; no home-made
-distributed code).
+Runs as a plain loop on one device, and under `accelerate launch` on several:
+with DDP every process holds the whole model and gradients are averaged; with
+accelerate's FSDP plugin the DiT goes through `Accelerator.prepare` and its
+parameters are shards (training.sharding). No home-made distributed code.
+Checkpoints and exports are collective calls: every process calls them, the
+main process writes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from uniworld_core.sampler import SamplerSettings, sample
 from .config import TrainConfig
 from .lora_train import LoraSet
 from .objective import ObjectiveConfig, draw, flashi2v_loss
+from .sharding import (
+    is_shard,
+    is_sharded,
+    local_optimizer_state,
+    restore_optimizer_state,
+    shard_like,
+    shard_model,
+    whole,
+)
 
 
 def trainable_parameters(mode: str, dit: WanDiT, adapter: nn.Module | None,
@@ -86,11 +98,20 @@ class Trainer:
             torch.cuda.is_available()))
         self.lora = LoraSet(dit, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout) if cfg.mode == "lora" else None
         dit.gradient_checkpointing = cfg.gradient_checkpointing
+        sharded = is_sharded(self.accelerator)
+        if sharded:
+            if self.accelerator.mixed_precision == "fp16":
+                raise ValueError("mixed_precision 'fp16' is not supported with FSDP: use 'bf16'")
+            self.dit = dit = shard_model(self.accelerator, dit)
         self.params = trainable_parameters(cfg.mode, dit, adapter, self.lora)
-        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                                           weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
-        self.optimizer, self.scheduler = self.accelerator.prepare(self.optimizer, self.scheduler)
+        optimizer = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                      weight_decay=cfg.weight_decay)
+        # accelerate's optimizer wrapper brings the fp16 loss scaler; under FSDP2 it would insist on
+        # re-mapping parameters that live outside the DiT (LoRA, adapter), and bf16 needs no scaler.
+        self.optimizer = optimizer if sharded else self.accelerator.prepare(optimizer)
+        # Not prepared: accelerate's scheduler wrapper steps once per process, and one step here is
+        # one step of the global batch (split across processes by the caller).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
         self.ema = EMA(self.params, cfg.ema_decay)
         self.objective = ObjectiveConfig(text_drop=cfg.text_drop, shift=cfg.shift)
         # the same stream on every process: each draws the global batch and keeps its part
@@ -121,7 +142,8 @@ class Trainer:
         acc.backward(loss)
         if acc.num_processes > 1:  # the mean over processes is the gradient of the global batch's mean loss
             for p in self.params.values():
-                p.grad = acc.reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="mean")
+                if not is_shard(p):  # FSDP has already averaged the shards' gradients
+                    p.grad = acc.reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="mean")
         if self.cfg.grad_clip:
             self.accelerator.clip_grad_norm_(list(self.params.values()), self.cfg.grad_clip)
         self.optimizer.step()
@@ -163,31 +185,57 @@ class Trainer:
                              SamplerSettings(steps=steps, guidance_scale=5.0))
         return sampled, loss
 
-    # ---- checkpoints: everything needed to continue exactly
+    # ---- checkpoints: everything needed to continue exactly. Collective calls (see the module docstring).
+
+    def _optimizer_params(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def save(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({n: p.detach().float().cpu().contiguous() for n, p in self.params.items()},
-                  str(folder / "trainable.safetensors"))
-        save_file({n: t.cpu().contiguous() for n, t in self.ema.shadow.items()}, str(folder / "ema.safetensors"))
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "step": self.step, "data_position": self.data_position,
-                    "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                    "numpy_rng": _numpy_rng(), "python_rng": _python_rng_tensor(),
-                    "device_rng": device_rng_states()},
-                   folder / "state.pt")
+        """Weights, EMA, optimizer, schedule, RNG states and data position; resumable bit for bit.
+
+        Under FSDP each process also writes its optimizer shard (`state_rank<k>.pt`).
+        """
+        folder, acc = Path(folder), self.accelerator
+        sharded = is_sharded(acc)
+        trainable = {n: whole(p.detach()).float().cpu().contiguous() for n, p in self.params.items()}
+        ema = {n: whole(t).cpu().contiguous() for n, t in self.ema.shadow.items()}
+        optimizer = self.optimizer.state_dict()
+        state = {"optimizer": local_optimizer_state(optimizer) if sharded else optimizer,
+                 "scheduler": self.scheduler.state_dict(), "processes": acc.num_processes, "sharded": sharded,
+                 "step": self.step, "data_position": self.data_position,
+                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                 "numpy_rng": _numpy_rng(), "python_rng": _python_rng_tensor(),
+                 "device_rng": device_rng_states()}
+        if acc.is_main_process or sharded:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(state, folder / _state_file(acc.process_index))
+        if acc.is_main_process:
+            save_file(trainable, str(folder / "trainable.safetensors"))
+            save_file(ema, str(folder / "ema.safetensors"))
+        acc.wait_for_everyone()
         return folder
 
     def load(self, folder: str | Path) -> None:
-        folder = Path(folder)
+        folder, acc = Path(folder), self.accelerator
+        sharded = is_sharded(acc)
+        path = folder / _state_file(acc.process_index if sharded else 0)
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: a sharded (FSDP) checkpoint resumes with the number of "
+                             "processes that saved it")
+        state = torch.load(path, weights_only=True)
+        saved = int(state.get("processes", 1))
+        if (sharded or bool(state.get("sharded"))) and (saved != acc.num_processes or not sharded):
+            raise ValueError(f"{folder} holds FSDP optimizer shards of {saved} processes; resume it under FSDP "
+                             f"with {saved} processes (this run: {acc.num_processes}, FSDP {sharded})")
         trained = load_file(str(folder / "trainable.safetensors"))
         with torch.no_grad():
             for name, p in self.params.items():
-                p.copy_(trained[name])
-        self.ema.shadow = {n: t.float() for n, t in load_file(str(folder / "ema.safetensors")).items()}
-        state = torch.load(folder / "state.pt", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
+                p.copy_(shard_like(trained[name], p))
+        ema = load_file(str(folder / "ema.safetensors"))
+        self.ema.shadow = {n: shard_like(t.float(), self.ema.shadow[n]) for n, t in ema.items()}
+        optimizer = state["optimizer"]
+        self.optimizer.load_state_dict(restore_optimizer_state(optimizer, self._optimizer_params())
+                                       if sharded else optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.data_position = int(state["step"]), int(state["data_position"])
         self.generator.set_state(state["generator"])
@@ -200,25 +248,41 @@ class Trainer:
     # ---- exports in the formats our loaders and ComfyUI read
 
     def export(self, folder: str | Path, use_ema: bool = True) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        weights = self.ema.shadow if use_ema else {n: p.detach().float() for n, p in self.params.items()}
+        folder, acc = Path(folder), self.accelerator
+        weights = {n: whole(t).float() for n, t in (self.ema.shadow if use_ema else
+                                                    {n: p.detach() for n, p in self.params.items()}).items()}
         if self.cfg.mode == "lora":
             with torch.no_grad():
                 for name, p in self.params.items():
                     p.copy_(weights[name])
-            return self.lora.export(folder / "lora.safetensors")
+            if _writer(acc, folder):
+                self.lora.export(folder / "lora.safetensors")
+            return folder / "lora.safetensors"
         if self.cfg.mode == "adapter":
-            tensors = {n.removeprefix("adapter."): t.contiguous() for n, t in weights.items()}
-            save_file(tensors, str(folder / "adapter.safetensors"))
+            if _writer(acc, folder):
+                save_file({n.removeprefix("adapter."): t.cpu().contiguous() for n, t in weights.items()},
+                          str(folder / "adapter.safetensors"))
             return folder / "adapter.safetensors"
-        state = {n: p.detach().float().cpu().contiguous() for n, p in self.dit.state_dict().items()}
+        state = {n: whole(p.detach()).float().cpu().contiguous() for n, p in self.dit.state_dict().items()}
         state.update({n: t.cpu().contiguous() for n, t in weights.items() if not n.startswith("adapter.")})
-        save_file(state, str(folder / "dit.safetensors"), metadata={"dit_config": self.dit.cfg.to_json()})
-        adapter = {n.removeprefix("adapter."): t.contiguous() for n, t in weights.items() if n.startswith("adapter.")}
-        if adapter:
-            save_file(adapter, str(folder / "adapter.safetensors"))
+        adapter = {n.removeprefix("adapter."): t.cpu().contiguous() for n, t in weights.items()
+                   if n.startswith("adapter.")}
+        if _writer(acc, folder):
+            save_file(state, str(folder / "dit.safetensors"), metadata={"dit_config": self.dit.cfg.to_json()})
+            if adapter:
+                save_file(adapter, str(folder / "adapter.safetensors"))
         return folder / "dit.safetensors"
+
+
+def _state_file(process: int) -> str:
+    return "state.pt" if process == 0 else f"state_rank{process}.pt"
+
+
+def _writer(accelerator, folder: Path) -> bool:
+    """True on the process that writes files (the main one), after making the folder."""
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+    return accelerator.is_main_process
 
 
 def _numpy_rng() -> tuple:

@@ -227,6 +227,14 @@ class WanDiT(nn.Module):
                 tokens = block(tokens, e0, context, rope, self.attention)
         return self.unpatchify(self.head(tokens, e), grid)
 
+    def project_start(self, start: torch.Tensor) -> torch.Tensor:
+        """FlashI2V latent shifting: the condition latent [B, 16, 1, H, W] through `learnable_proj` (fp32).
+
+        A method of the model rather than a direct `learnable_proj` call so that wrappers which only
+        see the model's methods (FSDP's hooks) take part.
+        """
+        return self.learnable_proj(start)
+
     def unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """[B, L, pt*ph*pw*C] -> [B, C, F*pt, H*ph, W*pw]."""
         (f, h, w), (pt, ph, pw) = grid, self.cfg.patch_size

@@ -64,7 +64,7 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
         sigmas = inference_sigmas(settings.steps, settings.shift)
     sigmas = sigmas.to(noise.device, torch.float32)
     timesteps = timesteps_from_sigmas(sigmas)
-    proj = dit.learnable_proj(start_frame_latents)  # [B, 16, 1, H, W], fp32
+    proj = dit.project_start(start_frame_latents)  # [B, 16, 1, H, W], fp32
     dtype = dit.patch_embedding.weight.dtype
     features = fourier_features(start_frame_latents, noise.shape[2], settings.fourier_ratio)
     features = features.to(dtype)
