@@ -1,8 +1,8 @@
 """FSDP: the DiT's parameters split across processes (accelerate's FSDP plugin, FSDP2).
 
 Under `accelerate launch --config_file training/accelerate/fsdp.yaml` the
-trainer hands the DiT to `Accelerator.prepare`, which shards every WanBlock
-and the rest of the model with `fully_shard`: each parameter becomes a DTensor
+trainer hands the DiT to accelerate's FSDP2 preparation, which shards every
+WanBlock and the rest of the model with `fully_shard`: each parameter becomes a DTensor
 holding this process's slice. The helpers here turn those slices into whole
 tensors for files (a collective: every process must call them) and back.
 Parameters outside the DiT (adapter, LoRA factors) stay whole on every

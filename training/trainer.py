@@ -2,8 +2,8 @@
 
 Runs as a plain loop on one device, and under `accelerate launch` on several:
 with DDP every process holds the whole model and gradients are averaged; with
-accelerate's FSDP plugin the DiT goes through `Accelerator.prepare` and its
-parameters are shards (training.sharding). No home-made distributed code.
+accelerate's FSDP plugin the DiT is sharded by accelerate's FSDP2 preparation
+before the optimizer is built (training.sharding). No home-made distributed code.
 Checkpoints and exports are collective calls: every process calls them, the
 main process writes.
 """
