@@ -84,7 +84,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
     data = CachedClips(cache_dir)
     if cfg.batch_size % acc.num_processes:
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {acc.num_processes} processes")
-    # under FSDP the whole DiT is read into host memory once per process; prepare() moves only its shard
+    # under FSDP the whole DiT is read into host memory once per process; sharding moves only its slice to the GPU
     dit = load(dit_path, "dit", "cpu" if is_sharded(acc) else acc.device, torch.float32).model
     adapter = _adapter(cfg, adapter_path, data.empty.shape[-1], dit.cfg.text_dim)
     if adapter is not None:
