@@ -9,6 +9,7 @@ import torch
 
 from training.miniature import QUICK, TOY_TOKENS, build
 from uniworld_core.checkpoints import load
+from uniworld_core.media import read_webp
 from uniworld_core.pipeline import VideoSettings, generate
 from uniworld_core.sampler import SamplerSettings
 from uniworld_core.vlm import VLMEncoder, load_adapter, load_vlm
@@ -49,15 +50,14 @@ def test_main_job_with_real_files_prompt_and_style(tmp_path, capsys):
               "--frames", str(QUICK.frames), "--steps", "2", "--precision", "fp32"]
     out = tmp_path / "video.webp"
     assert main([*common, "--prompt", "a red circle slides", "--style", "watercolor", "--out", str(out)]) == 0
-    with Image.open(out) as video:
-        assert video.n_frames == QUICK.frames and video.size == (QUICK.size, QUICK.size)
+    assert "shift 7, cfg 5" in capsys.readouterr().out  # weight files: the report's settings
+    assert read_webp(out).shape == (QUICK.frames, QUICK.size, QUICK.size, 3)
     assert main([*common, "--style", "baroque", "--out", str(out)]) == 2
     assert "the style 'baroque'" in capsys.readouterr().err
 
 
 def test_main_job_defaults_to_the_miniature_model(tmp_path, monkeypatch, capsys):
     """Without --dit the command runs the miniature model on its first example (here a quick build)."""
-    from PIL import Image
 
     from uniworld_core.__main__ import main
     from uniworld_core.miniature import examples
@@ -69,8 +69,14 @@ def test_main_job_defaults_to_the_miniature_model(tmp_path, monkeypatch, capsys)
     example = examples()[0]
     printed = capsys.readouterr().out
     assert f"miniature model: '{example['prompt']}', style {example['style']}" in printed
-    with Image.open(out) as video:
-        assert video.n_frames == QUICK.frames and video.size == (QUICK.size, QUICK.size)
+    assert read_webp(out).shape == (QUICK.frames, QUICK.size, QUICK.size, 3)
+    # the card's sampling settings are the defaults; flags win over them
+    assert f"sampling: 2 steps, shift {QUICK.sample_shift:g}, cfg {QUICK.sample_cfg:g}" in printed
+    card_file = tmp_path / "weights" / "card.json"
+    card = json.loads(card_file.read_text())
+    card_file.write_text(json.dumps({**card, "sampling": {"shift": 4.5, "cfg": 1.5, "steps": 1}}))
+    assert main(["generate", "--cfg", "2.5", "--out", str(out)]) == 0
+    assert "sampling: 1 steps, shift 4.5, cfg 2.5" in capsys.readouterr().out
     # the toy world's own styles come with the model; unknown ones are refused
     assert main(["generate", "--steps", "1", "--style", "neon", "--prompt", "a red circle", "--out", str(out)]) == 0
     assert main(["generate", "--steps", "1", "--style", "baroque", "--out", str(out)]) == 2

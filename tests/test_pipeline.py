@@ -9,7 +9,8 @@ from PIL import Image
 from uniworld_core.__main__ import main
 from uniworld_core.checkpoints import load_dit, load_vae
 from uniworld_core.demo import tiny_context, tiny_stack
-from uniworld_core.errors import Interrupted
+from uniworld_core.errors import InputError, Interrupted
+from uniworld_core.media import demo_image, read_webp, save_webp
 from uniworld_core.pipeline import VideoSettings, decode_frames, generate, generate_latents
 from uniworld_core.sampler import SamplerSettings
 
@@ -76,11 +77,26 @@ def test_files_round_trip_through_the_loaders(tmp_path):
 
 def test_main_job_command_writes_animated_webp(tmp_path, capsys):
     out = tmp_path / "demo.webp"
-    assert main(["generate", "--out", str(out), "--width", "64", "--height", "48",
+    assert main(["generate", "--preset", "tiny", "--out", str(out), "--width", "64", "--height", "48",
                  "--frames", "9", "--steps", "2"]) == 0
     assert "random weights" in capsys.readouterr().out
     with Image.open(out) as img:
-        assert img.format == "WEBP" and img.size == (64, 48) and img.n_frames == 9
+        assert img.format == "WEBP" and img.size == (64, 48)
+    assert read_webp(out).shape == (9, 48, 64, 3)
+
+
+def test_webp_frames_that_do_not_change_read_back_as_frames(tmp_path):
+    """libwebp stores a repeated frame as a longer showing of the one before; reading counts it again."""
+    moving = torch.stack([demo_image(32, 32, seed) for seed in range(4)])
+    frames = torch.cat([moving[:2], moving[1:2].expand(3, -1, -1, -1), moving[2:]])  # frame 1 shown 4 times
+    path = save_webp(frames, tmp_path / "still.webp")
+    with Image.open(path) as img:
+        assert img.n_frames < frames.shape[0]  # what the file stores
+    back = read_webp(path)
+    assert back.shape == frames.shape
+    assert (back - frames).abs().mean() < 0.05  # lossy, quality 90
+    with pytest.raises(InputError, match="could not be read as a video"):
+        read_webp(tmp_path / "missing.webp")
 
 
 def test_main_job_reports_bad_settings(tmp_path, capsys):

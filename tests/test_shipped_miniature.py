@@ -11,23 +11,24 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from conftest import REPO
 from PIL import Image
 
 from uniworld_core.__main__ import main
-from uniworld_core.miniature import MINIATURE_DIR, available
+from uniworld_core.media import read_webp
+from uniworld_core.miniature import DIR_VARIABLE, MINIATURE_DIR, available
 
 sys.path.insert(0, str(REPO / "bench"))
 from eval_miniature import evaluate  # noqa: E402
 
-# Active once trained weights are committed to uniworld_core/miniature_model (issue #8): until then the
-# recipe's VAE does not train (docs/training.md), and nothing that fails its card is shipped.
-pytestmark = pytest.mark.skipif(not available(MINIATURE_DIR), reason="no miniature model shipped yet (issue #8)")
+CLIPS = 12  # each of the four styles three times
 
-CLIPS = 10  # every one of the four styles at least twice
+
+@pytest.fixture(autouse=True)
+def _shipped_model(monkeypatch):
+    monkeypatch.delenv(DIR_VARIABLE, raising=False)  # the model inside the package, not a build elsewhere
 
 
 def _card() -> dict:
@@ -35,7 +36,7 @@ def _card() -> dict:
 
 
 def test_the_miniature_model_is_shipped_within_budget():
-    assert available(), f"the built-in model is missing from {MINIATURE_DIR}"
+    assert available(MINIATURE_DIR), f"the built-in model is missing from {MINIATURE_DIR}"
     size = sum(p.stat().st_size for p in MINIATURE_DIR.rglob("*") if p.is_file())
     assert size <= 25 * 2**20, f"{size / 2**20:.1f} MiB"
     assert _card()["metrics"]["style_accuracy"] >= _card()["thresholds"]["style_accuracy"]
@@ -47,17 +48,8 @@ def test_readme_main_job_runs_the_miniature_model(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "miniature model" in done.stdout and "random weights" not in done.stdout
-    with Image.open(out) as video:
-        assert video.n_frames == 17 and video.size == (64, 64)
-
-
-def _read_webp(path) -> torch.Tensor:
-    frames = []
-    with Image.open(path) as video:
-        for i in range(video.n_frames):
-            video.seek(i)
-            frames.append(torch.from_numpy(np.asarray(video.convert("RGB"), dtype=np.float32) / 255))
-    return torch.stack(frames)
+    video = read_webp(out)
+    assert video.shape == (17, 64, 64, 3), video.shape
 
 
 def test_metrics_through_the_main_job_stay_above_the_card_thresholds(tmp_path):
@@ -68,7 +60,7 @@ def test_metrics_through_the_main_job_stay_above_the_card_thresholds(tmp_path):
         image, out = tmp_path / f"in{n}.png", tmp_path / f"out{n}.webp"
         Image.fromarray((first_frame * 255).round().to(torch.uint8).numpy()).save(image)
         assert main(["generate", "--image", str(image), "--prompt", caption, "--style", style, "--out", str(out)]) == 0
-        return _read_webp(out)
+        return read_webp(out)
 
     metrics = evaluate(generate_clip, clips=CLIPS)
     limits = _card()["thresholds"]
@@ -76,3 +68,17 @@ def test_metrics_through_the_main_job_stay_above_the_card_thresholds(tmp_path):
     assert metrics["motion"] > metrics["motion_threshold"], metrics
     assert metrics["leakage_free_share"] >= limits["leakage_free_share"], metrics
     assert metrics["style_accuracy"] >= limits["style_accuracy"], metrics
+
+
+def test_toy_workflow_runs_headless_on_the_shipped_model(tmp_path):
+    import av
+
+    done = subprocess.run([sys.executable, str(REPO / "run_workflow.py"), str(REPO / "workflows" /
+                           "toy_world_miniature.json"), "--input", str(MINIATURE_DIR / "examples"),
+                           "--output", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    videos = list(tmp_path.rglob("uniworld_toy_*.mp4"))
+    assert len(videos) == 1, done.stdout[-2000:]
+    with av.open(str(videos[0])) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 17 and frames[0].shape == (64, 64, 3)

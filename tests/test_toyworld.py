@@ -29,8 +29,9 @@ def test_styles_are_real_transformations():
     assert colours(out["pixel art"]) <= 8 < colours(out["photo"])
     assert out["neon"].mean() < 0.25 < out["photo"].mean()  # mostly black
     assert saturation(out["pencil sketch"]) < 0.1 < saturation(out["photo"])
-    detail = lambda v: (v[:, 1:] - v[:, :-1]).abs().mean()  # noqa: E731
-    assert detail(out["watercolor"]) < detail(out["photo"])  # soft washes
+    # soft washes: the sharpest edges (not the mean change, which the paper grain raises on a flat sky)
+    sharpest = lambda v: (v[:, 1:] - v[:, :-1]).abs().amax(-1).flatten().quantile(0.999)  # noqa: E731
+    assert sharpest(out["watercolor"]) < 0.5 * sharpest(out["photo"])
     for a in STYLES:
         for b in STYLES:
             if a < b:

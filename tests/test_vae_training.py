@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from training.toyworld import random_clip, render_photo
@@ -66,3 +67,37 @@ def test_training_init_makes_every_block_an_identity():
         assert torch.allclose(block(x, CausalCache()), expected, atol=1e-6), type(block).__name__
     convs = [m for m in vae.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
     assert all(not c.bias.detach().any() for c in convs)
+
+
+def test_training_init_starts_as_an_image_autoencoder():
+    """Frame-wise start: latent k is the encoding of frame 4k alone, and every decoded frame of a chunk
+    is the decoding of that latent frame alone (no temporal taps yet)."""
+    torch.manual_seed(0)
+    vae = init_for_training(WanVAE(VAEConfig(base_dim=8))).eval()
+    clip = _clips(1)
+    clip = torch.cat([clip, clip.flip(2)], dim=2)[:, :, :9]  # 9 frames: latents 0, 1, 2
+    with torch.no_grad():
+        latents = vae.encode(clip, normalize=False)
+        alone = [vae.encode(clip[:, :, 4 * k:4 * k + 1], normalize=False)[:, :, 0] for k in range(latents.shape[2])]
+        assert torch.allclose(latents, torch.stack(alone, dim=2), atol=1e-5)
+        decoded = vae.decode(latents, normalized=False, clamp=False)
+        for k in range(1, latents.shape[2]):
+            single = vae.decode(latents[:, :, k:k + 1], normalized=False, clamp=False)[:, :, 0]
+            for frame in range(4 * k - 3, 4 * k + 1):
+                assert torch.allclose(decoded[:, :, frame], single, atol=1e-5), (k, frame)
+    assert (latents[:, :, 1] - latents[:, :, 2]).abs().max() > 1e-3  # different frames, different latents
+
+
+def test_image_steps_then_clip_steps():
+    clips = _clips(4)
+    torch.manual_seed(0)
+    vae = init_for_training(WanVAE(VAEConfig(base_dim=8, num_res_blocks=1)))
+    held_out = _clips(1)
+    losses = train_vae(vae, clips, VAETrainConfig(steps=3, image_steps=4, image_batch=4, batch_size=2, crop=16,
+                                                   eval_every=1), held_out, log=None)
+    assert len(losses) == 7 and all(loss == loss for loss in losses)
+
+
+def test_unknown_reconstruction_loss_is_refused():
+    with pytest.raises(ValueError, match="reconstruction"):
+        VAETrainConfig(reconstruction="ssim")

@@ -28,6 +28,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     text_drop: float = 0.1
     shift: float | None = None  # training time shift; None = resolution-dependent (official)
+    fourier_range: tuple[float, float] = (0.05, 0.95)  # Fourier energy ratio ~ U[lo, hi] (official; inference: 0.1)
     lora_rank: int = 16
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -41,6 +42,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        self.fourier_range = tuple(self.fourier_range)
         checks = [
             ("mode", self.mode in MODES, f"one of {MODES}"),
             ("steps", self.steps >= 1, "at least 1"),
@@ -53,6 +55,8 @@ class TrainConfig:
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("text_drop", 0 <= self.text_drop <= 1, "in [0, 1]"),
             ("shift", self.shift is None or self.shift > 0, "positive, or null for the resolution-dependent shift"),
+            ("fourier_range", len(self.fourier_range) == 2 and 0 < self.fourier_range[0] <= self.fourier_range[1] < 1,
+             "[low, high] with 0 < low <= high < 1"),
             ("lora_rank", self.lora_rank >= 1, "at least 1"),
             ("mixed_precision", self.mixed_precision in ("no", "bf16", "fp16"), "no, bf16 or fp16"),
         ]

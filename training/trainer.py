@@ -113,7 +113,7 @@ class Trainer:
         # one step of the global batch (split across processes by the caller).
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
         self.ema = EMA(self.params, cfg.ema_decay)
-        self.objective = ObjectiveConfig(text_drop=cfg.text_drop, shift=cfg.shift)
+        self.objective = ObjectiveConfig(text_drop=cfg.text_drop, shift=cfg.shift, fourier_range=cfg.fourier_range)
         # the same stream on every process: each draws the global batch and keeps its part
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0

@@ -28,8 +28,8 @@ from .umt5 import UMT5TextEncoder, load_umt5_tokenizer
 from .vlm import VLMEncoder, encoder_settings, load_adapter, load_vlm
 
 # Defaults per mode: the report's settings for real weights, a quick run for tiny.
-REAL_DEFAULTS = dict(width=832, height=480, frames=49, steps=50)
-TINY_DEFAULTS = dict(width=160, height=96, frames=17, steps=8)
+REAL_DEFAULTS = dict(width=832, height=480, frames=49, steps=50, cfg=5.0, shift=7.0)
+TINY_DEFAULTS = dict(width=160, height=96, frames=17, steps=8, cfg=5.0, shift=7.0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                      "(an .mp4 is written beside it when PyAV is installed)")
     for name in ("width", "height", "frames", "steps"):
         gen.add_argument(f"--{name}", type=int)
-    gen.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale")
-    gen.add_argument("--shift", type=float, default=7.0, help="flow-matching time shift")
+    gen.add_argument("--cfg", type=float, help="classifier-free guidance scale (default 5; the miniature "
+                     "model's card says its own)")
+    gen.add_argument("--shift", type=float, help="flow-matching time shift (default 7; miniature: its card's)")
     gen.add_argument("--fourier-ratio", type=float, default=0.1, help="low-frequency energy ratio")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--fps", type=int, default=16)
@@ -192,6 +193,8 @@ def generate_command(args: argparse.Namespace) -> Path:
         context, negative = _conditioning(args, image, device, dtype)
     video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
     sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio)
+    print(f"sampling: {args.steps} steps, shift {args.shift:g}, cfg {args.cfg:g}, {args.width}x{args.height}, "
+          f"{args.frames} frames")
     started = time.perf_counter()
     latents = generate_latents(dit, vae, image, context, negative, video, sampler,
                                progress=print_progress("sampling"))

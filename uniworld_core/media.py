@@ -77,13 +77,32 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 
 def save_webp(frames: torch.Tensor, path: str | Path, fps: int = 16) -> Path:
-    """Write [T, H, W, 3] frames as an animated, looping WEBP."""
+    """Write [T, H, W, 3] frames as an animated, looping WEBP (`read_webp` reads it back)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(f) for f in _to_uint8(frames)]
     images[0].save(path, format="WEBP", save_all=True, append_images=images[1:],
                    duration=round(1000 / fps), loop=0, lossless=False, quality=90)
     return path
+
+
+def read_webp(path: str | Path, fps: int = 16) -> torch.Tensor:
+    """Read an animated WEBP as [T, H, W, 3] in 0..1, one entry per frame of the clip that was saved.
+
+    libwebp stores a frame that barely differs from the previous one as a longer
+    showing of it, so a stored frame counts as many times as its duration spans frames.
+    """
+    frames = []
+    try:
+        with Image.open(path) as video:
+            for index in range(getattr(video, "n_frames", 1)):
+                video.seek(index)
+                video.load()  # the frame's duration is read with its data
+                frame = torch.from_numpy(np.asarray(video.convert("RGB"), dtype=np.float32) / 255.0)
+                frames += [frame] * max(1, round(video.info.get("duration", 1000 / fps) * fps / 1000))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"'{path}' could not be read as a video ({exc})", "an animated WEBP file") from exc
+    return torch.stack(frames)
 
 
 def av_available() -> bool:

@@ -32,7 +32,8 @@ FILES = {"dit": "toy_dit.safetensors", "vae": "toy_vae.safetensors", "adapter": 
 COMFY_FOLDERS = {"diffusion_models": (FILES["dit"], FILES["adapter"]), "vae": (FILES["vae"],),
                  "text_encoders": (FILES["vlm"],)}
 EXAMPLES_FILE = "examples.json"  # [{"image", "prompt", "style"}]: held-out toy photos
-DEFAULTS = dict(width=64, height=64, frames=17, steps=30)  # the full recipe's clips (card.json says per build)
+# The full recipe's clips and sampling settings (card.json says per build).
+DEFAULTS = dict(width=64, height=64, frames=17, steps=30, shift=3.0, cfg=2.0)
 
 
 @dataclass
@@ -79,13 +80,15 @@ def load_miniature(folder: str | Path | None = None, device: torch.device = torc
 
 
 def defaults(folder: str | Path | None = None) -> dict:
-    """Width, height, frames and steps for this build: the clip size it was trained on (from card.json)."""
+    """Width, height, frames, steps, shift and cfg for this build: its clip size and sampling (from card.json)."""
     card = Path(folder or model_dir()) / "card.json"
     if not card.is_file():
         return dict(DEFAULTS)
-    recipe = json.loads(card.read_text()).get("recipe", {})
+    content = json.loads(card.read_text())
+    recipe, sampling = content.get("recipe", {}), content.get("sampling", {})
     size, frames = recipe.get("size", DEFAULTS["width"]), recipe.get("frames", DEFAULTS["frames"])
-    return {**DEFAULTS, "width": size, "height": size, "frames": frames}
+    known = {k: sampling[k] for k in ("steps", "shift", "cfg") if k in sampling}
+    return {**DEFAULTS, "width": size, "height": size, "frames": frames, **known}
 
 
 def examples(folder: str | Path | None = None) -> list[dict]:

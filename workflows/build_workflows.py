@@ -87,10 +87,11 @@ class Graph:
 
 
 def _tail(g: Graph, dit, vae, positive, negative, image, x: int, y: int, prefix: str, fourier=None,
-          frames: int = 49, seed: int = 42, tiled: bool = False, size: tuple[int, int, int] = (832, 480, 50)):
-    """Sampler -> VAE Decode -> CreateVideo -> SaveVideo (size: width, height, steps)."""
+          frames: int = 49, seed: int = 42, tiled: bool = False, size: tuple[int, int, int] = (832, 480, 50),
+          cfg_shift: tuple[float, float] = (5.0, 7.0)):
+    """Sampler -> VAE Decode -> CreateVideo -> SaveVideo (size: width, height, steps; the report's cfg and shift)."""
     width, height, steps = size
-    sampler = g.node("UniWorldSampler", [width, height, frames, steps, 5.0, 7.0, seed, "fixed"], (x, y),
+    sampler = g.node("UniWorldSampler", [width, height, frames, steps, *cfg_shift, seed, "fixed"], (x, y),
                      size=(340, 380))
     for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (positive, 0),
                               "negative": (negative, 1), "start_image": (image, 0)}.items():
@@ -190,7 +191,7 @@ def low_vram_gguf(classes) -> dict:
     return g.to_json()
 
 
-TOY_PROMPT = "a small green square spins over the sky"
+TOY_PROMPT = "a large red square spins anticlockwise over night"  # the caption of examples/toy_photo_0.png
 TOY_IMAGE = "toy_photo_0.png"
 
 
@@ -202,7 +203,8 @@ def toy_world_miniature(classes) -> dict:
                     "appear in the loaders as toy_*.\n\nInput: a toy photo (examples in "
                     f"uniworld_core/miniature_model/examples/; copy {TOY_IMAGE} into ComfyUI/input). Styles it "
                     "knows: watercolor, pixel art (and neon, pencil sketch from the command line). "
-                    "64x64, 17 frames, 30 steps."], (0, -260), size=(700, 220))
+                    "64x64, 17 frames, 30 steps, cfg 2, shift 3 (the card's sampling settings)."],
+           (0, -260), size=(700, 220))
     image = g.node("LoadImage", [TOY_IMAGE, "image"], (0, 0), size=(300, 320))
     dit = g.node("UniWorldDiTLoader", ["toy_dit.safetensors", "fp32", "auto", -1, 1], (0, 380))
     vae = g.node("UniWorldVAELoader", ["toy_vae.safetensors", "fp32", False], (0, 560))
@@ -217,7 +219,7 @@ def toy_world_miniature(classes) -> dict:
     g.link(vae, 0, fourier, "vae")
     g.link(image, 0, fourier, "image")
     _tail(g, dit, vae, encode, encode, image, 1200, 0, "video/uniworld_toy", fourier, frames=17,
-          size=(64, 64, 30))
+          size=(64, 64, 30), cfg_shift=(2.0, 3.0))
     return g.to_json()
 
 
