@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from uniworld_core.config import DiTConfig, VAEConfig
 from uniworld_core.dit import WanDiT
+from uniworld_core.miniature import DEFAULTS as MINIATURE_DEFAULTS
 from uniworld_core.miniature import EXAMPLES_FILE
 from uniworld_core.schedule import DEFAULT_SHIFT
 from uniworld_core.styles import CUSTOM_STYLES_FILE, all_styles
@@ -70,9 +71,9 @@ class Recipe:
     # Sampling defaults written to the card (the CLI and the evaluation read them, the toy workflow is set
     # to them): the real model's shift 7 / cfg 5 gave washed-out first frames, 14.8 dB PSNR against
     # 18.0 dB at shift 3 / cfg 2 (run 4, docs/training.md).
-    sample_shift: float = 3.0
-    sample_cfg: float = 2.0
-    sample_steps: int = 30
+    sample_shift: float = MINIATURE_DEFAULTS["shift"]
+    sample_cfg: float = MINIATURE_DEFAULTS["cfg"]
+    sample_steps: int = MINIATURE_DEFAULTS["steps"]
     seed: int = 0
 
 
