@@ -1,4 +1,4 @@
-"""Run a ComfyUI workflow of UniWorld nodes without ComfyUI (see nodes/runner.py).
+"""Run a ComfyUI workflow of UniWorld nodes without ComfyUI (see nodes/headless/runner.py).
 
 The pack folder is imported as a package, as ComfyUI does, so that `nodes`
 (ComfyUI's own top-level name) is never imported absolutely.
@@ -21,4 +21,4 @@ def load_pack(name: str = "uniworld_osp2_pack"):
 
 if __name__ == "__main__":
     pack = load_pack()
-    sys.exit(importlib.import_module(f"{pack.__name__}.nodes.runner").main())
+    sys.exit(importlib.import_module(f"{pack.__name__}.nodes.headless.runner").main())

@@ -18,10 +18,9 @@ import time
 import torch
 from diffusers import WanTransformer3DModel
 
-from uniworld_core.checkpoints import official_state
-from uniworld_core.config import DiTConfig
 from uniworld_core.device import DTYPES, cast_model
-from uniworld_core.dit import WanDiT
+from uniworld_core.model import DiTConfig, WanDiT
+from uniworld_core.weights import official_state
 
 CONFIGS = {  # name: (dim, ffn_dim, heads, layers, default latent grid)
     "tiny": (64, 128, 2, 2, (5, 12, 20)),

@@ -24,13 +24,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from uniworld_core.config import DIT_PRESETS
-from uniworld_core.dit import WanDiT
+from uniworld_core.model import DIT_PRESETS, WanDiT
 
 CHILD = """
 import sys, time, torch
 from dataclasses import replace
-from uniworld_core.config import DIT_PRESETS
+from uniworld_core.model import DIT_PRESETS
 def kib(field):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
 mode, path, preset, layers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -38,11 +37,11 @@ open("/proc/self/clear_refs", "w").write("5")
 before = kib("VmRSS")
 start = time.perf_counter()
 if mode == "ours":
-    from uniworld_core.checkpoints import load
+    from uniworld_core.weights import load
     model = load(path, "dit", dtype=torch.bfloat16).model
 else:
     from safetensors.torch import load_file
-    from uniworld_core.dit import WanDiT
+    from uniworld_core.model import WanDiT
     model = WanDiT(replace(DIT_PRESETS[preset], num_layers=layers))
     model.load_state_dict(load_file(path))
     model = model.to(torch.bfloat16)

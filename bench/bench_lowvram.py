@@ -24,14 +24,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from uniworld_core.config import DIT_PRESETS
-from uniworld_core.dit import WanDiT
-from uniworld_core.quantize import quantize_file
+from uniworld_core.model import DIT_PRESETS, WanDiT
+from uniworld_core.weights import quantize_file
 
 CHILD = """
 import sys, time, torch
-from uniworld_core.checkpoints import load
-from uniworld_core.blockswap import BlockSwap
+from uniworld_core import load, place_dit
 def kib(field):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
 path, swap, grid, out = sys.argv[1], int(sys.argv[2]), [int(v) for v in sys.argv[3].split(",")], sys.argv[4]
@@ -39,7 +37,7 @@ torch.manual_seed(0)
 before = kib("VmRSS")
 model = load(path, "dit", dtype=torch.float32).model
 if swap:
-    BlockSwap(model.blocks, swap, "cpu", prefetch=1)
+    place_dit(model, "cpu", blocks_to_swap=swap, prefetch=1, latent_grid=tuple(grid))
 held = sum(p.numel() * p.element_size() for p in model.parameters())
 x = torch.randn(2, 16, *grid); t = torch.tensor([700.0, 700.0])
 ctx = torch.randn(2, 512, model.cfg.text_dim); ff = torch.randn_like(x)

@@ -18,12 +18,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from uniworld_core.checkpoints import load
-from uniworld_core.config import DiTConfig
-from uniworld_core.dit import WanDiT
-from uniworld_core.gguf_encode import quantize
-from uniworld_core.gguf_quants import BLOCKS, dequantize
-from uniworld_core.quantize import quantize_file
+from uniworld_core.model import DiTConfig, WanDiT
+from uniworld_core.quant import BLOCKS, dequantize, quantize
+from uniworld_core.weights import load, quantize_file
 
 TYPES = ["F16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "fp8_e4m3fn", "fp8_e5m2"]
 CFG = DiTConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, freq_dim=32, text_dim=64)

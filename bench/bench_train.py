@@ -14,8 +14,8 @@ from dataclasses import replace
 sys.path.insert(0, ".")
 from training.config import TrainConfig
 from training.trainer import Trainer
-from uniworld_core.config import DiTConfig
-from uniworld_core.dit import WanDiT
+from uniworld_core.model import DiTConfig
+from uniworld_core.model import WanDiT
 def kib(f):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(f + ":"))
 dim, ffn, heads, layers, grid, mode, ckpt = sys.argv[1:8]

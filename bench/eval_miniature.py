@@ -159,15 +159,13 @@ def miniature_generator(weights: Path, steps: int | None = None, seed: int = 0):
 
     Samples with the build's own settings (shift, cfg and steps from its card), as the CLI does."""
     from uniworld_core.conditioning import StyleSpec
-    from uniworld_core.miniature import defaults, load_miniature
-    from uniworld_core.pipeline import VideoSettings, generate
-    from uniworld_core.sampler import SamplerSettings
+    from uniworld_core.presets import load_miniature, miniature
+    from uniworld_core.sampling import SamplerSettings, VideoSettings, generate
 
     model = load_miniature(weights)
     styles = model.styles()
-    sampling = defaults(weights)
-    settings = SamplerSettings(steps=steps or sampling["steps"], shift=sampling["shift"],
-                               guidance_scale=sampling["cfg"])
+    sampling = miniature.defaults(weights)
+    settings = SamplerSettings(steps=steps or sampling.steps, shift=sampling.shift, guidance_scale=sampling.cfg)
 
     def generate_clip(first_frame, caption, style):
         positive, negative = model.conditioner.encode(first_frame, caption, StyleSpec(styles[style]),

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from ..uniworld_core import miniature
 from ..uniworld_core.device import pick_device
 from ..uniworld_core.errors import InputError
-from ..uniworld_core.offload import release_cached_memory
+from ..uniworld_core.memory import release_cached_memory
+from ..uniworld_core.presets import miniature
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf", ".json")
 

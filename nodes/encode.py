@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..uniworld_core.conditioning import StyleSpec
+from ..uniworld_core.conditioning import BUILTIN_STYLES, Style, StyleSpec, all_styles
 from ..uniworld_core.errors import InputError
-from ..uniworld_core.styles import BUILTIN_STYLES, Style, all_styles
 from . import comfy_env
 from .types import CATEGORY, COND, STYLE, TEXT_ENCODER, Condition, spec
 

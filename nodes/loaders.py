@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from ..uniworld_core.attention import available_backends, get_attention
-from ..uniworld_core.blockswap import BlockSwap
-from ..uniworld_core.checkpoints import load
-from ..uniworld_core.conditioning import Conditioner
-from ..uniworld_core.device import resolve_dtype
-from ..uniworld_core.errors import InputError
-from ..uniworld_core.lora import read_lora
-from ..uniworld_core.offload import Placement
-from ..uniworld_core.planner import plan_block_swap
-from ..uniworld_core.umt5 import UMT5TextEncoder, load_umt5_tokenizer
-from ..uniworld_core.vlm import MODES, VLMEncoder, encoder_settings, load_adapter, load_vlm
+from ..uniworld_core import (
+    AUTO,
+    REPORT,
+    InputError,
+    Placement,
+    get_attention,
+    load,
+    place_dit,
+    read_lora,
+    resolve_dtype,
+    umt5_conditioner,
+    vlm_conditioner,
+)
+from ..uniworld_core.conditioning import MODES
+from ..uniworld_core.model import available_backends
 from . import comfy_env
 from .types import CATEGORY, DIT, TEXT_ENCODER, VAE, DiTHandle, TextEncoderHandle, VAEHandle, spec
 
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
-PLANNING_GRID = (13, 60, 104)  # latent grid of 832x480, 49 frames
 
 SAME_FOLDER = "(tokenizer in the model folder)"
 COMFY_TOKENIZER = "(ComfyUI's bundled Qwen2.5 tokenizer)"
@@ -49,13 +52,14 @@ class UniWorldDiTLoader:
                               default="auto"),
         }, "optional": {
             "blocks_to_swap": spec("INT", "DiT blocks kept in CPU RAM and streamed to the GPU just in time "
-                                   "(copies overlap compute). -1 = planned from free VRAM for 832x480, 49 frames; "
-                                   "0 = all on the GPU.", default=-1, min=-1, max=100),
+                                   "(copies overlap compute). -1 = planned from free VRAM for "
+                                   f"{REPORT.width}x{REPORT.height}, {REPORT.frames} frames; 0 = all on the GPU.",
+                                   default=AUTO, min=AUTO, max=100),
             "prefetch_blocks": spec("INT", "How many swapped blocks are copied ahead of use.", default=1,
                                     min=0, max=8),
         }}
 
-    def load(self, dit_name, precision, attention, blocks_to_swap=-1, prefetch_blocks=1):
+    def load(self, dit_name, precision, attention, blocks_to_swap=AUTO, prefetch_blocks=1):
         device = comfy_env.compute_device()
         if attention != "auto" and attention not in available_backends():
             raise InputError(f"the attention backend '{attention}'", f"one of {available_backends()}",
@@ -64,20 +68,11 @@ class UniWorldDiTLoader:
         # GGUF/fp8/bf16 weights are loaded to the CPU first, so swapped blocks never occupy VRAM
         loaded = load(comfy_env.model_path("diffusion_models", dit_name), "dit", "cpu",
                       _precision(precision), get_attention(attention, device))
-        description = loaded.description
-        free = comfy_env.free_device_memory()
-        if free is not None or blocks_to_swap > 0:
-            plan = plan_block_swap(loaded.model, free or 0, PLANNING_GRID, prefetch=prefetch_blocks,
-                                   override=blocks_to_swap if blocks_to_swap >= 0 else None)
-            description += f"; {plan.summary()}"
-            print(f"[UniWorld] {description}")
-            BlockSwap(loaded.model.blocks, plan.swapped, device, prefetch_blocks)  # places every block
-            for name, child in loaded.model.named_children():
-                if name != "blocks":
-                    child.to(device)
-        else:
-            loaded.model.to(device)
-        return (DiTHandle(loaded.model, description),)
+        placed = place_dit(loaded.model, device, comfy_env.free_device_memory(), blocks_to_swap, prefetch_blocks,
+                           REPORT.latent_grid())
+        description = f"{loaded.description}; {placed.summary()}"
+        print(f"[UniWorld] {description}")
+        return (DiTHandle(loaded.model, description, placed),)
 
 
 class UniWorldVAELoader:
@@ -154,13 +149,10 @@ class UniWorldVLMLoader:
     def load(self, vlm, adapter_name, tokenizer, precision, mode, offload):
         comfy_env.make_room()
         source = comfy_env.model_path("text_encoders", vlm)
-        dtype = _precision(precision)
-        model, processor = load_vlm(source, dtype, _tokenizer_folder(tokenizer, source))
-        adapter = load_adapter(comfy_env.model_path("diffusion_models", adapter_name),
-                               model.config.text_config.hidden_size)
-        encoder = VLMEncoder(model, processor, adapter, mode, comfy_env.compute_device(), offload,
-                             **encoder_settings(source))
-        return (TextEncoderHandle(Conditioner(encoder), "vlm", f"Qwen2.5-VL ({mode}) + adapter"),)
+        conditioner = vlm_conditioner(source, comfy_env.model_path("diffusion_models", adapter_name),
+                                      _tokenizer_folder(tokenizer, source), _precision(precision),
+                                      comfy_env.compute_device(), offload, mode)
+        return (TextEncoderHandle(conditioner, "vlm", f"Qwen2.5-VL ({mode}) + adapter"),)
 
 
 class UniWorldT5Loader:
@@ -189,10 +181,8 @@ class UniWorldT5Loader:
         if folder is None:
             raise InputError(f"a single umT5 file '{t5_name}' with no tokenizer folder",
                              "a tokenizer folder", "Pick the folder holding the umT5 tokenizer files.")
-        loaded = load(source, "umt5", "cpu", _precision(precision))
-        encoder = UMT5TextEncoder(loaded.model, load_umt5_tokenizer(folder), compute=comfy_env.compute_device(),
-                                  offload=offload)
-        return (TextEncoderHandle(Conditioner(encoder), "umt5", loaded.description),)
+        conditioner = umt5_conditioner(source, folder, _precision(precision), comfy_env.compute_device(), offload)
+        return (TextEncoderHandle(conditioner, "umt5", f"umT5 ({t5_name})"),)
 
 
 class UniWorldLoRALoader:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from ..uniworld_core.errors import InputError
-from ..uniworld_core.fourier import INFERENCE_ENERGY_RATIO, high_frequency
-from ..uniworld_core.lora import applied
-from ..uniworld_core.pipeline import VideoSettings, encode_start_frame, generate_latents
-from ..uniworld_core.sampler import SamplerSettings
+from ..uniworld_core import REPORT, InputError, SamplerSettings, StartFrame, VideoSettings, applied, encode_start
+from ..uniworld_core.sampling import generate_latents
 from . import comfy_env
-from .types import CATEGORY, COND, DIT, FOURIER, VAE, FourierGuidance, size_inputs, spec
+from .types import CATEGORY, COND, DIT, FOURIER, VAE, size_inputs, spec
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+RATIO_TOOLTIP = ("Fourier ratio: the share of spectral energy left in the low band; the start frame's "
+                 f"frequencies above it guide the video. {REPORT.fourier_ratio} = the official inference value; "
+                 "higher keeps fewer, finer details.")
 
 
 def latent_preview(latents: torch.Tensor):
@@ -25,34 +25,44 @@ def latent_preview(latents: torch.Tensor):
     return Image.fromarray(rgb).resize((rgb.shape[1] * 8, rgb.shape[0] * 8), Image.NEAREST)
 
 
+def fourier_preview(start: StartFrame) -> torch.Tensor:
+    """The kept high frequencies as a grey IMAGE [1, H, W, 3] (brighter = kept)."""
+    highs = start.high_frequencies[0, :, 0].mean(0)  # [h, w]
+    highs = (highs - highs.min()) / (highs.max() - highs.min()).clamp_min(1e-8)
+    preview = highs.repeat_interleave(8, 0).repeat_interleave(8, 1)[..., None].expand(-1, -1, 3)
+    return preview[None].float().cpu()
+
+
+def encode_start_image(vae, image: torch.Tensor, width: int, height: int, fourier_ratio: float) -> StartFrame:
+    """The VAE visits the device only to encode the first frame."""
+    with vae.placement.active():
+        return encode_start(vae.vae, image[0], width, height, fourier_ratio, vae.device)
+
+
 class UniWorldFourierCutoff:
-    DESCRIPTION = ("Fourier guidance: the start frame's high frequencies above a cutoff chosen so the low "
-                   "band keeps `energy_ratio` of the spectrum. The preview shows what is kept.")
+    DESCRIPTION = ("Encodes the start image once and computes its Fourier guidance: the high frequencies "
+                   "above a cutoff chosen so the low band keeps `fourier_ratio` of the spectrum. The "
+                   "sampler reuses both; the preview shows what is kept.")
     CATEGORY = CATEGORY
     FUNCTION = "cutoff"
     RETURN_TYPES = (FOURIER, "IMAGE")
     RETURN_NAMES = ("fourier", "preview")
-    OUTPUT_TOOLTIPS = ("Fourier guidance for the sampler.", "The high-frequency map (brighter = kept).")
+    OUTPUT_TOOLTIPS = ("The encoded start frame and its Fourier guidance, for the sampler.",
+                       "The high-frequency map (brighter = kept).")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae": spec(VAE, "The Wan2.1 VAE (to encode the image for the preview)."),
-            "image": spec("IMAGE", "The start image."),
+            "vae": spec(VAE, "The Wan2.1 VAE, to encode the start image."),
+            "image": spec("IMAGE", "The start image (the one the sampler animates)."),
             **size_inputs(),
-            "energy_ratio": spec("FLOAT", "Share of spectral energy left in the low band. 0.1 = the official "
-                                 "inference value; higher keeps fewer, finer details.",
-                                 default=INFERENCE_ENERGY_RATIO, min=0.0, max=1.0, step=0.01),
+            "fourier_ratio": spec("FLOAT", RATIO_TOOLTIP, default=REPORT.fourier_ratio, min=0.0, max=1.0,
+                                  step=0.01),
         }}
 
-    def cutoff(self, vae, image, width, height, energy_ratio):
-        video = VideoSettings(width=width, height=height, num_frames=1)
-        with vae.placement.active():
-            start = encode_start_frame(vae.vae, image[0], video, vae.device)
-        highs = high_frequency(start, energy_ratio)[0, :, 0].mean(0)  # [h, w]
-        highs = (highs - highs.min()) / (highs.max() - highs.min()).clamp_min(1e-8)
-        preview = highs.repeat_interleave(8, 0).repeat_interleave(8, 1)[..., None].expand(-1, -1, 3)
-        return (FourierGuidance(energy_ratio), preview[None].float().cpu())
+    def cutoff(self, vae, image, width, height, fourier_ratio):
+        start = encode_start_image(vae, image, width, height, fourier_ratio)
+        return (start, fourier_preview(start))
 
 
 class UniWorldSampler:
@@ -71,36 +81,42 @@ class UniWorldSampler:
             "vae": spec(VAE, "The Wan2.1 VAE, to encode the start image."),
             "positive": spec(COND, "From VLM Encode / T5 Encode."),
             "negative": spec(COND, "From VLM Encode / T5 Encode."),
-            "start_image": spec("IMAGE", "The image to animate (first frame)."),
             **size_inputs(),
-            "frames": spec("INT", "Frame count, 4k+1 (49 = 3 s at 16 fps).", default=49, min=1, max=1025, step=4),
-            "steps": spec("INT", "Euler steps (50 in the report).", default=50, min=1, max=1000),
-            "cfg": spec("FLOAT", "Classifier-free guidance scale (5.0 in the report; 1 = off).",
-                        default=5.0, min=1.0, max=30.0, step=0.1),
-            "shift": spec("FLOAT", "Flow-matching time shift (7.0 in the report).", default=7.0,
-                          min=0.1, max=50.0, step=0.1),
+            "frames": spec("INT", f"Frame count, 4k+1 ({REPORT.frames} = 3 s at {REPORT.fps} fps).",
+                           default=REPORT.frames, min=1, max=1025, step=4),
+            "steps": spec("INT", f"Euler steps ({REPORT.steps} in the report).", default=REPORT.steps,
+                          min=1, max=1000),
+            "cfg": spec("FLOAT", f"Classifier-free guidance scale ({REPORT.cfg} in the report; 1 = off).",
+                        default=REPORT.cfg, min=1.0, max=30.0, step=0.1),
+            "shift": spec("FLOAT", f"Flow-matching time shift ({REPORT.shift} in the report).",
+                          default=REPORT.shift, min=0.1, max=50.0, step=0.1),
             "seed": spec("INT", "Noise seed: the same seed gives the same video on any device.",
-                         default=0, min=0, max=MAX_SEED, control_after_generate=True),
+                         default=REPORT.seed, min=0, max=MAX_SEED, control_after_generate=True),
         }, "optional": {
-            "fourier": spec(FOURIER, "From UniWorld Fourier Cutoff (default: energy ratio 0.1)."),
+            "start_image": spec("IMAGE", "The image to animate (first frame). May be left out when a Fourier "
+                                "Cutoff node, which encodes it once, is connected."),
+            "fourier": spec(FOURIER, "From UniWorld Fourier Cutoff: the start frame encoded once, with its "
+                            f"Fourier guidance (default: encoded here at ratio {REPORT.fourier_ratio})."),
         }}
 
-    def sample(self, model, vae, positive, negative, start_image, width, height, frames, steps, cfg,
-               shift, seed, fourier=None):
+    def sample(self, model, vae, positive, negative, width, height, frames, steps, cfg, shift, seed,
+               start_image=None, fourier=None):
         if positive.context.shape[-1] != model.model.cfg.text_dim:
             raise InputError(f"conditioning {positive.context.shape[-1]} wide from {positive.encoder}",
                              f"{model.model.cfg.text_dim}-wide conditioning for {model.description}",
                              "Use the text encoder that belongs to this DiT.")
-        ratio = fourier.energy_ratio if fourier is not None else INFERENCE_ENERGY_RATIO
         video = VideoSettings(width=width, height=height, num_frames=frames, seed=seed)
-        settings = SamplerSettings(steps=steps, shift=shift, guidance_scale=cfg, fourier_ratio=ratio)
+        if fourier is None and start_image is None:
+            raise InputError("no start image", "a start_image or a UniWorld Fourier Cutoff connected",
+                             "Connect the image to animate.")
+        start = fourier or encode_start_image(vae, start_image, width, height, REPORT.fourier_ratio)
+        start.check_matches(video, start_image[0] if start_image is not None else None)
+        settings = SamplerSettings(steps=steps, shift=shift, guidance_scale=cfg, fourier_ratio=start.fourier_ratio)
         hook = comfy_env.progress_hook(steps, latent_preview)
-        with vae.placement.active():  # the VAE visits the device only to encode the first frame
-            start = encode_start_frame(vae.vae, start_image[0], video, vae.device)
         try:
             with applied(model.model, model.loras):
                 latents = generate_latents(model.model, vae.vae, None, positive.context, negative.context,
-                                           video, settings, hook, start_latents=start)
+                                           video, settings, hook, start=start)
         except BaseException:
             comfy_env.release_memory()  # an interrupt leaves no sampling tensors behind
             raise

@@ -6,11 +6,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..uniworld_core.conditioning import Conditioner, StyleSpec
-from ..uniworld_core.dit import WanDiT
-from ..uniworld_core.lora import LoraPatch, merge_patches
-from ..uniworld_core.offload import Placement
-from ..uniworld_core.vae import WanVAE
+from ..uniworld_core import REPORT, Conditioner, DiTPlacement, Placement, StartFrame, StyleSpec, WanDiT, WanVAE
+from ..uniworld_core.weights import LoraPatch, merge_patches
 
 DIT, VAE, TEXT_ENCODER = "UNIWORLD_DIT", "UNIWORLD_VAE", "UNIWORLD_TEXT_ENCODER"
 COND, STYLE, FOURIER = "UNIWORLD_COND", "UNIWORLD_STYLE", "UNIWORLD_FOURIER"
@@ -23,6 +20,7 @@ class DiTHandle:
 
     model: WanDiT
     description: str
+    placement: DiTPlacement | None = None  # keeps the block swap (and its stats) alive
     loras: dict[str, list[LoraPatch]] = field(default_factory=dict)
 
     def with_lora(self, patches: dict[str, list[LoraPatch]]) -> DiTHandle:
@@ -56,11 +54,6 @@ class Condition:
     encoder: str
 
 
-@dataclass(frozen=True)
-class FourierGuidance:
-    energy_ratio: float
-
-
 def spec(kind, tooltip: str, **options):
     """An input spec with its tooltip (every input of the pack has one)."""
     return (kind, {**options, "tooltip": tooltip})
@@ -69,10 +62,11 @@ def spec(kind, tooltip: str, **options):
 def size_inputs() -> dict:
     """Width and height widgets (multiples of 16: 8x VAE, 2x2 patches)."""
     return {
-        "width": spec("INT", "Width in pixels (multiple of 16).", default=832, min=16, max=4096, step=16),
-        "height": spec("INT", "Height in pixels (multiple of 16).", default=480, min=16, max=4096, step=16),
+        "width": spec("INT", "Width in pixels (multiple of 16).", default=REPORT.width, min=16, max=4096, step=16),
+        "height": spec("INT", "Height in pixels (multiple of 16).", default=REPORT.height, min=16, max=4096,
+                       step=16),
     }
 
 
-__all__ = ["StyleSpec", "DiTHandle", "VAEHandle", "TextEncoderHandle", "Condition", "FourierGuidance", "spec",
+__all__ = ["StyleSpec", "StartFrame", "DiTHandle", "VAEHandle", "TextEncoderHandle", "Condition", "spec",
            "size_inputs"]

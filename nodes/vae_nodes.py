@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch
-
-from ..uniworld_core.media import fit_image
-from ..uniworld_core.pipeline import VideoSettings, latent_shape
+from ..uniworld_core import VideoSettings
+from ..uniworld_core.media import frames_to_video, video_to_frames
+from ..uniworld_core.sampling import latent_shape
 from . import comfy_env
 from .types import CATEGORY, VAE, size_inputs, spec
 
@@ -29,8 +28,7 @@ class UniWorldVAEEncode:
 
     def encode(self, vae, images, width, height):
         latent_shape(VideoSettings(width=width, height=height, num_frames=images.shape[0]), vae.vae)
-        frames = [fit_image(frame, width, height) for frame in images]  # each [1, 3, H, W]
-        video = torch.cat(frames).permute(1, 0, 2, 3)[None].to(vae.device)
+        video = frames_to_video(images, width, height).to(vae.device)
         hook = comfy_env.progress_hook(1 + (images.shape[0] - 1) // 4)
         with vae.placement.active():
             return ({"samples": vae.vae.encode(video, normalize=False, progress=hook).cpu()},)
@@ -66,8 +64,7 @@ class UniWorldVAEDecode:
                 video = vae.vae.decode_tiled(samples, tile_size, tile_overlap, normalized=False)
             else:
                 video = vae.vae.decode(samples, normalized=False, progress=hook)
-        frames = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
-        return (frames.float().cpu(),)
+        return (video_to_frames(video).cpu(),)
 
 
 NODES = {"UniWorldVAEEncode": (UniWorldVAEEncode, "UniWorld VAE Encode"),

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import save_file
 from test_loading import CFG, save_sharded, tiny_dit, tiny_vae
 
-from uniworld_core.checkpoints import load
-from uniworld_core.config import VAEConfig
 from uniworld_core.errors import CheckpointError
-from uniworld_core.vae import WanVAE
+from uniworld_core.model.config import VAEConfig
+from uniworld_core.model.vae import WanVAE
+from uniworld_core.weights.registry import load
 
 
 class _Payload:

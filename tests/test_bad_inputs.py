@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uniworld_core.config import DIT_PRESETS, VAE_PRESETS
-from uniworld_core.dit import WanDiT
 from uniworld_core.errors import InputError
-from uniworld_core.fourier import fourier_features
 from uniworld_core.media import fit_image
-from uniworld_core.pipeline import VideoSettings, generate_latents, latent_shape
-from uniworld_core.vae import WanVAE
+from uniworld_core.model.config import DIT_PRESETS, VAE_PRESETS
+from uniworld_core.model.dit import WanDiT
+from uniworld_core.model.fourier import fourier_features
+from uniworld_core.model.vae import WanVAE
+from uniworld_core.sampling.pipeline import VideoSettings, generate_latents, latent_shape
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_image_wrong_layout():
 
 def test_first_frame_must_be_one_frame():
     with pytest.raises(InputError, match="2 frames"):
-        fourier_features(torch.zeros(1, 16, 2, 4, 4), 3)
+        fourier_features(torch.zeros(1, 16, 2, 4, 4), 3, 0.1)
 
 
 def test_generate_checks_context_before_any_work(dit, vae):

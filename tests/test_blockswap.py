@@ -6,10 +6,10 @@ import pytest
 import torch
 from test_loading import dit_inputs, tiny_dit
 
-from uniworld_core.blockswap import BlockSwap
-from uniworld_core.config import DIT_PRESETS, DiTConfig
-from uniworld_core.dit import WanDiT
-from uniworld_core.planner import activation_bytes, plan_block_swap
+from uniworld_core.memory.blockswap import BlockSwap
+from uniworld_core.memory.planner import activation_bytes, plan_block_swap
+from uniworld_core.model.config import DIT_PRESETS, DiTConfig
+from uniworld_core.model.dit import WanDiT
 
 CFG = DiTConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=6, freq_dim=32, text_dim=20)
 
@@ -38,8 +38,8 @@ def test_block_swap_is_bit_identical_to_the_resident_model(swapped, prefetch):
 def test_block_swap_with_gguf_blocks(tmp_path):
     from safetensors.torch import save_file
 
-    from uniworld_core.checkpoints import load
-    from uniworld_core.quantize import quantize_file
+    from uniworld_core.weights.quantize import quantize_file
+    from uniworld_core.weights.registry import load
 
     save_file(tiny_dit(cfg=CFG).state_dict(), str(tmp_path / "dit.safetensors"))
     model = load(quantize_file(tmp_path / "dit.safetensors", tmp_path / "dit.gguf", "Q8_0"), "dit").model
@@ -78,3 +78,36 @@ def test_planner_swaps_more_for_less_memory_and_bigger_videos():
 def test_activation_estimate_scales_with_tokens():
     cfg = DIT_PRESETS["1.3B"]
     assert activation_bytes(cfg, (13, 60, 104)) == pytest.approx(2 * activation_bytes(cfg, (13, 60, 52)), rel=1e-6)
+
+
+# ---- placement in the core: one call plans, swaps and keeps the swap
+
+def test_place_dit_swaps_the_asked_blocks_and_keeps_the_swap():
+    from uniworld_core import place_dit
+
+    model = tiny_dit(cfg=CFG)
+    expected = _out(model)
+    placed = place_dit(model, "cpu", blocks_to_swap=3, prefetch=1, latent_grid=(2, 4, 4))
+    assert placed.swapped == 3 and placed.plan.swapped == 3
+    assert all(p.numel() == 0 for p in model.blocks[0].parameters())
+    assert torch.equal(_out(model), expected)
+    assert placed.stats.loads == 4 and placed.stats.copy_bytes > 0  # 3 blocks + block 0 prefetched for the next step
+    assert "3 swapped" in placed.summary()
+    placed.remove()
+    assert placed.swapped == 0 and all(p.numel() > 0 for p in model.parameters())
+    assert torch.equal(_out(model), expected)
+
+
+def test_place_dit_plans_from_a_budget_and_stays_resident_without_one():
+    from uniworld_core import InputError, place_dit
+
+    model = tiny_dit(cfg=CFG)
+    resident = place_dit(model, "cpu")  # the CPU has no budget to plan against: nothing swapped
+    assert resident.swap is None and resident.swapped == 0 and "all 6 blocks" in resident.summary()
+    block = sum(p.numel() * p.element_size() for p in model.blocks[0].parameters())
+    tight = place_dit(tiny_dit(cfg=CFG), "cpu", budget_bytes=4 * block, latent_grid=(1, 2, 2))
+    assert 0 < tight.swapped <= 6, tight.summary()
+    roomy = place_dit(tiny_dit(cfg=CFG), "cpu", budget_bytes=2**34, latent_grid=(1, 2, 2))
+    assert roomy.swapped == 0
+    with pytest.raises(InputError, match="blocks_to_swap"):
+        place_dit(tiny_dit(cfg=CFG), "cpu", blocks_to_swap=-2)

@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 from test_loading import assert_same_model, tiny_dit, tiny_vae
 
 from uniworld_core.__main__ import main
-from uniworld_core.checkpoints import load
 from uniworld_core.errors import CheckpointError
+from uniworld_core.weights.registry import load
 
 
 def test_inspect_reports_kind_config_and_dtypes(tmp_path, capsys):

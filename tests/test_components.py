@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import relative_error
 
-from uniworld_core.attention import available_backends, get_attention
-from uniworld_core.config import (
+from uniworld_core.device import cast_model, keeps_fp32
+from uniworld_core.model.attention import available_backends, get_attention
+from uniworld_core.model.config import (
     DIT_PRESETS,
     VAE_PRESETS,
     DiTConfig,
@@ -17,11 +18,10 @@ from uniworld_core.config import (
     infer_dit_config,
     infer_vae_config,
 )
-from uniworld_core.device import cast_model, keeps_fp32
-from uniworld_core.dit import WanDiT
-from uniworld_core.rope import apply_rope, rope_tables
-from uniworld_core.schedule import DYNAMIC_SHIFT_LOG, DYNAMIC_SHIFT_SEQ, dynamic_shift, shift_sigmas
-from uniworld_core.vae import WanVAE
+from uniworld_core.model.dit import WanDiT
+from uniworld_core.model.rope import apply_rope, rope_tables
+from uniworld_core.model.vae import WanVAE
+from uniworld_core.sampling.schedule import DYNAMIC_SHIFT_LOG, DYNAMIC_SHIFT_SEQ, dynamic_shift, shift_sigmas
 
 
 def _complex_rope(x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
@@ -158,8 +158,8 @@ def test_attention_registry():
 
 def test_tiled_decode_blends_exactly():
     """With a local stand-in decoder the tiled result must equal the untiled one everywhere."""
-    from uniworld_core.config import VAEConfig
-    from uniworld_core.vae import WanVAE
+    from uniworld_core.model.config import VAEConfig
+    from uniworld_core.model.vae import WanVAE
 
     vae = WanVAE(VAEConfig(base_dim=8)).eval()
 
@@ -175,8 +175,8 @@ def test_tiled_decode_blends_exactly():
 
 
 def test_tiled_decode_with_a_large_tile_is_the_plain_decode():
-    from uniworld_core.config import VAEConfig
-    from uniworld_core.vae import WanVAE
+    from uniworld_core.model.config import VAEConfig
+    from uniworld_core.model.vae import WanVAE
 
     torch.manual_seed(0)
     vae = WanVAE(VAEConfig(base_dim=8)).eval()

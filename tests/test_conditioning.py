@@ -15,12 +15,19 @@ transformers = pytest.importorskip("transformers")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration  # noqa: E402
 
-from uniworld_core.conditioning import Conditioner, StyleSpec  # noqa: E402
-from uniworld_core.config import DiTConfig  # noqa: E402
-from uniworld_core.dit import WanDiT  # noqa: E402
+from uniworld_core.conditioning.conditioner import Conditioner, StyleSpec  # noqa: E402
+from uniworld_core.conditioning.styles import (  # noqa: E402
+    BUILTIN_STYLES,
+    OFFICIAL_NEGATIVE_PROMPT,
+    STYLE_HOSTILE_TERMS,
+    styled_prompt,
+)
+from uniworld_core.conditioning.vlm_encoder import VLMEncoder  # noqa: E402
 from uniworld_core.errors import CheckpointError, InputError  # noqa: E402
-from uniworld_core.styles import BUILTIN_STYLES, OFFICIAL_NEGATIVE_PROMPT, STYLE_HOSTILE_TERMS, styled_prompt  # noqa: E402
-from uniworld_core.vlm import QWEN25VL_CHAT_TEMPLATE, EncoderAdapter, VLMEncoder, load_vlm, make_processor  # noqa: E402
+from uniworld_core.model.adapter import EncoderAdapter  # noqa: E402
+from uniworld_core.model.config import DiTConfig  # noqa: E402
+from uniworld_core.model.dit import WanDiT  # noqa: E402
+from uniworld_core.weights.vlm import QWEN25VL_CHAT_TEMPLATE, load_vlm, make_processor  # noqa: E402
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
            "<|image_pad|>", "<|video_pad|>"]
@@ -275,7 +282,7 @@ def test_single_file_without_vision_runs_official_mode_only(vlm, adapter, tokeni
 def test_adapter_files(adapter, tmp_path):
     from safetensors.torch import save_file
 
-    from uniworld_core.vlm import load_adapter
+    from uniworld_core.weights.vlm import load_adapter
 
     torch.save({"ema": adapter.state_dict(), "step": 5}, tmp_path / "adapter_ema.pt")
     save_file(adapter.state_dict(), str(tmp_path / "adapter.safetensors"))
@@ -291,7 +298,8 @@ def test_umt5_prompt_path_with_a_tokenizer_folder(tmp_path):
     from tokenizers import normalizers
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from uniworld_core.umt5 import UMT5TextEncoder, encode_tokens, load_umt5_tokenizer
+    from uniworld_core.conditioning.umt5_encoder import UMT5TextEncoder, encode_tokens
+    from uniworld_core.weights.umt5 import load_umt5_tokenizer
 
     words = sorted({w for line in CORPUS for w in line.replace(",", " ").split()})
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
@@ -318,7 +326,7 @@ def test_umt5_prompt_path_with_a_tokenizer_folder(tmp_path):
 
 
 def test_custom_styles_file(tmp_path):
-    from uniworld_core.styles import CUSTOM_STYLES_FILE, all_styles
+    from uniworld_core.conditioning.styles import CUSTOM_STYLES_FILE, all_styles
 
     (tmp_path / CUSTOM_STYLES_FILE).write_text(
         '[{"name": "stained glass", "description": "leaded glass", "prompt": "stained glass style"}]')

@@ -1,7 +1,7 @@
 """Parity with diffusers' WanTransformer3DModel and AutoencoderKLWan.
 
 diffusers is an independent implementation of the same architecture: random
-weights are converted from its layout to ours with `uniworld_core.keymaps`
+weights are converted from its layout to ours with `uniworld_core.weights.keymaps`
 (the same mapping the loaders use) and both models must agree.
 """
 
@@ -13,10 +13,10 @@ from conftest import relative_error
 
 diffusers = pytest.importorskip("diffusers")
 
-from uniworld_core.checkpoints import official_state  # noqa: E402
-from uniworld_core.config import DiTConfig, VAEConfig  # noqa: E402
-from uniworld_core.dit import WanDiT  # noqa: E402
-from uniworld_core.vae import WanVAE  # noqa: E402
+from uniworld_core.model.config import DiTConfig, VAEConfig  # noqa: E402
+from uniworld_core.model.dit import WanDiT  # noqa: E402
+from uniworld_core.model.vae import WanVAE  # noqa: E402
+from uniworld_core.weights.registry import official_state  # noqa: E402
 
 TOL = 1e-4
 

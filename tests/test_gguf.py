@@ -12,15 +12,15 @@ gguf = pytest.importorskip("gguf")
 
 from gguf import GGMLQuantizationType as T  # noqa: E402
 
-from uniworld_core.checkpoints import load  # noqa: E402
-from uniworld_core.config import DiTConfig  # noqa: E402
 from uniworld_core.errors import CheckpointError  # noqa: E402
-from uniworld_core.files import ORIG_SHAPE_KEY  # noqa: E402
-from uniworld_core.gguf_encode import OUR_QUANTIZERS, quantize  # noqa: E402
-from uniworld_core.gguf_quants import BLOCKS, dequantize  # noqa: E402
-from uniworld_core.lora import applied, read_lora  # noqa: E402
-from uniworld_core.quant import GGUFLinear  # noqa: E402
-from uniworld_core.quantize import quantize_file  # noqa: E402
+from uniworld_core.model.config import DiTConfig  # noqa: E402
+from uniworld_core.quant.gguf_decode import BLOCKS, dequantize  # noqa: E402
+from uniworld_core.quant.gguf_encode import OUR_QUANTIZERS, quantize  # noqa: E402
+from uniworld_core.quant.layers import GGUFLinear  # noqa: E402
+from uniworld_core.weights.containers import ORIG_SHAPE_KEY  # noqa: E402
+from uniworld_core.weights.lora import applied, read_lora  # noqa: E402
+from uniworld_core.weights.quantize import quantize_file  # noqa: E402
+from uniworld_core.weights.registry import load  # noqa: E402
 
 GGUF_QUANTISES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "F16", "BF16")
 HALF_FIELDS = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q2_K": [80, 82],

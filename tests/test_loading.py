@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from uniworld_core.checkpoints import load
-from uniworld_core.config import DiTConfig, VAEConfig
-from uniworld_core.dit import WanDiT
-from uniworld_core.vae import WanVAE
+from uniworld_core.model.config import DiTConfig, VAEConfig
+from uniworld_core.model.dit import WanDiT
+from uniworld_core.model.vae import WanVAE
+from uniworld_core.weights.registry import load
 
 # Real Wan DiTs have 128-wide heads, which is how a file's head count is inferred.
 CFG = DiTConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=2, freq_dim=32, text_dim=20, text_len=512)

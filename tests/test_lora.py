@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from test_loading import dit_inputs, tiny_dit
 
 from uniworld_core.errors import CheckpointError
-from uniworld_core.lora import applied, merge_patches, read_lora
+from uniworld_core.weights.lora import applied, merge_patches, read_lora
 
 TARGETS = ["blocks.0.self_attn.q", "blocks.1.cross_attn.o", "blocks.1.ffn.0"]
 

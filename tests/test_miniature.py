@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from training.miniature import QUICK, TOY_TOKENS, build
-from uniworld_core.checkpoints import load
+from uniworld_core.conditioning.vlm_encoder import VLMEncoder
 from uniworld_core.media import read_webp
-from uniworld_core.pipeline import VideoSettings, generate
-from uniworld_core.sampler import SamplerSettings
-from uniworld_core.vlm import VLMEncoder, load_adapter, load_vlm
+from uniworld_core.sampling.pipeline import VideoSettings, generate
+from uniworld_core.sampling.sampler import SamplerSettings
+from uniworld_core.weights.registry import load
+from uniworld_core.weights.vlm import load_adapter, load_vlm
 
 
 def test_quick_recipe_trains_every_part_and_the_result_generates(tmp_path):
@@ -60,7 +61,7 @@ def test_main_job_defaults_to_the_miniature_model(tmp_path, monkeypatch, capsys)
     """Without --dit the command runs the miniature model on its first example (here a quick build)."""
 
     from uniworld_core.__main__ import main
-    from uniworld_core.miniature import examples
+    from uniworld_core.presets.miniature import examples
 
     build(tmp_path, QUICK, log=lambda *a: None)
     monkeypatch.setenv("UNIWORLD_MINIATURE_DIR", str(tmp_path / "weights"))
@@ -92,8 +93,8 @@ def test_without_the_miniature_model_the_command_falls_back_to_tiny(tmp_path, mo
 
 
 def test_encoder_settings_travel_with_a_vlm_folder_and_bad_ones_are_named(tmp_path):
+    from uniworld_core.conditioning.vlm_encoder import ENCODER_SETTINGS_FILE, encoder_settings
     from uniworld_core.errors import InputError
-    from uniworld_core.vlm import ENCODER_SETTINGS_FILE, encoder_settings
 
     assert encoder_settings(tmp_path) == {}  # the official model: its defaults
     (tmp_path / ENCODER_SETTINGS_FILE).write_text('{"max_length": 128, "image_size": [56, 56], "default_negative": ""}')

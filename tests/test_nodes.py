@@ -25,7 +25,7 @@ from conftest import REPO
 from PIL import Image
 from safetensors.torch import save_file
 
-from uniworld_core.miniature import FILES, examples
+from uniworld_core.presets.miniature import FILES, examples
 
 WORKFLOWS = sorted(p for p in (REPO / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
 WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -119,7 +119,7 @@ def test_every_node_definition_is_well_formed(pack):
 
 
 def test_style_tooltip_lists_all_twelve_styles(pack):
-    from uniworld_core.styles import BUILTIN_STYLES
+    from uniworld_core.conditioning.styles import BUILTIN_STYLES
 
     tooltip = pack.NODE_CLASS_MAPPINGS["UniWorldStyleSelect"].INPUT_TYPES()["required"]["style"][1]["tooltip"]
     for style in BUILTIN_STYLES:
@@ -142,8 +142,8 @@ print(sorted(m for m in ("transformers", "diffusers", "av", "flash_attn", "sagea
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_ui_converts_to_the_shipped_api_file(pack, path):
-    runner = importlib.import_module(f"{pack.__name__}.nodes.runner")
-    workflow = importlib.import_module(f"{pack.__name__}.nodes.workflow")
+    runner = importlib.import_module(f"{pack.__name__}.nodes.headless.runner")
+    workflow = importlib.import_module(f"{pack.__name__}.nodes.headless.workflow")
     api = json.loads(path.with_suffix(".api.json").read_text())
     converted = workflow.ui_to_api(json.loads(path.read_text()), runner.node_classes(), runner.display_names())
     assert converted == api
@@ -182,10 +182,11 @@ def _tiny_models(root: Path) -> Path:
         UMT5EncoderModel,
     )
 
-    from uniworld_core.config import DiTConfig, VAEConfig
-    from uniworld_core.dit import WanDiT
-    from uniworld_core.vae import WanVAE
-    from uniworld_core.vlm import QWEN25VL_CHAT_TEMPLATE, EncoderAdapter
+    from uniworld_core.model.adapter import EncoderAdapter
+    from uniworld_core.model.config import DiTConfig, VAEConfig
+    from uniworld_core.model.dit import WanDiT
+    from uniworld_core.model.vae import WanVAE
+    from uniworld_core.weights.vlm import QWEN25VL_CHAT_TEMPLATE
 
     for kind in ("diffusion_models", "vae", "text_encoders", "loras"):
         (root / kind).mkdir(parents=True, exist_ok=True)
@@ -216,7 +217,7 @@ def _tiny_models(root: Path) -> Path:
     save_file(WanVAE(VAEConfig(base_dim=8)).state_dict(), str(root / "vae" / "wan_2.1_vae.safetensors"))
     # the low-VRAM workflow's GGUF, made by our tool (Q4_0: this tiny model's widths are not
     # multiples of the 256-wide K-quant blocks, so Q4_K would leave every matrix in F16)
-    from uniworld_core.quantize import quantize_file
+    from uniworld_core.weights.quantize import quantize_file
 
     quantize_file(root / "diffusion_models" / "uniworld_osp2_dit_14B_bf16.safetensors",
                   root / "diffusion_models" / "uniworld_osp2_dit_14B_Q4_K.gguf", "Q4_0")
@@ -240,7 +241,7 @@ SMALL = {"width": 64, "height": 48, "frames": 5, "steps": 3}
 
 def _small_prompt(pack, path: Path) -> dict:
     """The workflow's API prompt with CPU-sized settings (the same overrides a user could make)."""
-    runner = importlib.import_module(f"{pack.__name__}.nodes.runner")
+    runner = importlib.import_module(f"{pack.__name__}.nodes.headless.runner")
     prompt = runner.load_prompt(path)
     for entry in prompt.values():
         for key, value in SMALL.items():
@@ -265,7 +266,7 @@ def runnable(pack, tmp_path, monkeypatch, quick_miniature):
     qwen_tokenizer = _tiny_models(tmp_path / "models")
     comfy_env = importlib.import_module(f"{pack.__name__}.nodes.comfy_env")
     monkeypatch.setattr(comfy_env, "comfy_qwen_tokenizer_dir", lambda: qwen_tokenizer)
-    standins = importlib.import_module(f"{pack.__name__}.nodes.standins")
+    standins = importlib.import_module(f"{pack.__name__}.nodes.headless.standins")
     monkeypatch.setattr(standins.FOLDERS, "input", tmp_path / "input")
     monkeypatch.setattr(standins.FOLDERS, "output", tmp_path / "output")
     (tmp_path / "input").mkdir()
@@ -285,7 +286,7 @@ def _video_frames_and_size(path: Path) -> tuple[int, tuple[int, int]]:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_end_to_end(runnable, path):
-    runner = importlib.import_module(f"{runnable.__name__}.nodes.runner")
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
     prompt = _small_prompt(runnable, path)
     ui = runner.execute(prompt)
     videos = [Path(v) for result in ui.values() for v in (result or {}).get("videos", [])]
@@ -298,7 +299,7 @@ def test_workflow_runs_end_to_end(runnable, path):
 
 
 def test_interrupt_stops_sampling_at_the_next_step_and_frees_memory(runnable):
-    runner = importlib.import_module(f"{runnable.__name__}.nodes.runner")
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
     sampling = importlib.import_module(f"{runnable.__name__}.nodes.sampling")
     prompt = _small_prompt(runnable, REPO / "workflows" / "flashi2v_1.3B_umt5.json")
     sampler = next(e for e in prompt.values() if e["class_type"] == "UniWorldSampler")
@@ -346,8 +347,8 @@ def _node(prompt, class_type) -> str:
 
 @pytest.mark.parametrize("case", BAD, ids=list(BAD))
 def test_bad_workflows_name_the_node_and_input(runnable, case):
-    runner = importlib.import_module(f"{runnable.__name__}.nodes.runner")
-    workflow = importlib.import_module(f"{runnable.__name__}.nodes.workflow")
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
+    workflow = importlib.import_module(f"{runnable.__name__}.nodes.headless.workflow")
     prompt = copy.deepcopy(_small_prompt(runnable, REPO / "workflows" / "flashi2v_1.3B_umt5.json"))
     mutate, message = BAD[case]
     mutate(prompt)
@@ -356,10 +357,10 @@ def test_bad_workflows_name_the_node_and_input(runnable, case):
 
 
 def test_runner_command_line(runnable, tmp_path, capsys):
-    runner = importlib.import_module(f"{runnable.__name__}.nodes.runner")
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
     path = tmp_path / "small.api.json"
     path.write_text(json.dumps(_small_prompt(runnable, REPO / "workflows" / "flashi2v_1.3B_umt5.json")))
-    standins = importlib.import_module(f"{runnable.__name__}.nodes.standins")
+    standins = importlib.import_module(f"{runnable.__name__}.nodes.headless.standins")
     assert runner.main([str(path), "--models", str(tmp_path / "models"), "--input", str(standins.FOLDERS.input),
                         "--output", str(tmp_path / "out")]) == 0
     assert "wrote" in capsys.readouterr().out and list((tmp_path / "out" / "video").glob("*.mp4"))
@@ -367,8 +368,8 @@ def test_runner_command_line(runnable, tmp_path, capsys):
 
 @pytest.mark.parametrize("mode", [2, 4], ids=["muted", "bypassed"])
 def test_muted_and_bypassed_nodes(pack, mode):
-    runner = importlib.import_module(f"{pack.__name__}.nodes.runner")
-    workflow = importlib.import_module(f"{pack.__name__}.nodes.workflow")
+    runner = importlib.import_module(f"{pack.__name__}.nodes.headless.runner")
+    workflow = importlib.import_module(f"{pack.__name__}.nodes.headless.workflow")
     ui = json.loads((REPO / "workflows" / "uniworld_osp2_i2sv.json").read_text())
     style = next(n for n in ui["nodes"] if n["type"] == "UniWorldStyleSelect")
     style["mode"] = mode
@@ -381,8 +382,8 @@ def test_muted_and_bypassed_nodes(pack, mode):
 
 def test_bypassed_node_passes_its_input_through(pack):
     """A bypassed LoRA loader hands the DiT it received to the next node."""
-    runner = importlib.import_module(f"{pack.__name__}.nodes.runner")
-    workflow = importlib.import_module(f"{pack.__name__}.nodes.workflow")
+    runner = importlib.import_module(f"{pack.__name__}.nodes.headless.runner")
+    workflow = importlib.import_module(f"{pack.__name__}.nodes.headless.workflow")
     ui = json.loads((REPO / "workflows" / "flashi2v_1.3B_umt5.json").read_text())
     dit = next(n for n in ui["nodes"] if n["type"] == "UniWorldDiTLoader")
     sampler = next(n for n in ui["nodes"] if n["type"] == "UniWorldSampler")
@@ -402,8 +403,61 @@ def test_bypassed_node_passes_its_input_through(pack):
 
 
 def test_single_file_vlm_takes_comfyuis_tokenizer_by_default(runnable):
-    runner = importlib.import_module(f"{runnable.__name__}.nodes.runner")
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
     prompt = _small_prompt(runnable, REPO / "workflows" / "uniworld_osp2_i2sv.json")
     loader = next(e for e in prompt.values() if e["class_type"] == "UniWorldVLMLoader")
     loader["inputs"]["tokenizer"] = "(tokenizer in the model folder)"
     assert runner.execute(prompt)  # the single file found ComfyUI's bundled tokenizer
+
+
+# ---- the start frame is encoded once, by the Fourier Cutoff node, and the sampler checks it is the same picture
+
+def test_fourier_cutoff_encodes_the_start_frame_once_for_the_sampler(runnable, monkeypatch):
+    WanVAE = importlib.import_module(f"{runnable.__name__}.uniworld_core.model.vae").WanVAE  # the pack's own copy
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
+    calls = []
+    real = WanVAE.encode_image
+    monkeypatch.setattr(WanVAE, "encode_image", lambda self, pixels: calls.append(1) or real(self, pixels))
+    prompt = _small_prompt(runnable, REPO / "workflows" / "uniworld_osp2_i2sv.json")
+    assert "fourier" in prompt[_node(prompt, "UniWorldSampler")]["inputs"]
+    runner.execute(prompt)
+    assert len(calls) == 1, "the sampler re-encoded the start image"
+    # without the Fourier node the sampler encodes it itself, once
+    calls.clear()
+    sampler = prompt[_node(prompt, "UniWorldSampler")]
+    del sampler["inputs"]["fourier"], prompt[_node(prompt, "UniWorldFourierCutoff")]
+    runner.execute(prompt)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("change", ["another image", "another size", "no image at all"])
+def test_sampler_refuses_a_start_frame_that_does_not_match(runnable, tmp_path, change):
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
+    errors = importlib.import_module(f"{runnable.__name__}.uniworld_core.errors")
+    prompt = _small_prompt(runnable, REPO / "workflows" / "uniworld_osp2_i2sv.json")
+    sampler = prompt[_node(prompt, "UniWorldSampler")]["inputs"]
+    if change == "another image":
+        Image.fromarray((torch.rand(60, 80, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / "input" / "b.png")
+        prompt["99"] = {"class_type": "LoadImage", "inputs": {"image": "b.png"}}
+        sampler["start_image"], message = ["99", 0], "differs from the one the Fourier Cutoff node encoded"
+    elif change == "another size":
+        sampler["width"], message = 80, "a start frame encoded at 64x48"
+    else:
+        del sampler["start_image"], sampler["fourier"]
+        message = "no start image"
+    with pytest.raises(errors.InputError, match=message):
+        runner.execute(prompt)
+
+
+OLD_WORKFLOWS = sorted((REPO / "tests" / "data" / "old_workflows").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", OLD_WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_files_of_earlier_releases_still_run(runnable, path):
+    """Workflows saved by 0.1.0 (the Fourier node's widget was then named energy_ratio) load and run."""
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
+    prompt = _small_prompt(runnable, path)
+    fourier = prompt[_node(prompt, "UniWorldFourierCutoff")]["inputs"]
+    assert fourier["fourier_ratio"] == 0.1  # the value saved under the old name, read by position
+    ui = runner.execute(prompt)
+    assert any((result or {}).get("videos") for result in ui.values())

@@ -7,12 +7,12 @@ import torch
 from PIL import Image
 
 from uniworld_core.__main__ import main
-from uniworld_core.checkpoints import load_dit, load_vae
-from uniworld_core.demo import tiny_context, tiny_stack
 from uniworld_core.errors import InputError, Interrupted
 from uniworld_core.media import demo_image, read_webp, save_webp
-from uniworld_core.pipeline import VideoSettings, decode_frames, generate, generate_latents
-from uniworld_core.sampler import SamplerSettings
+from uniworld_core.presets.tiny import tiny_context, tiny_stack
+from uniworld_core.sampling.pipeline import VideoSettings, decode_frames, generate, generate_latents
+from uniworld_core.sampling.sampler import SamplerSettings
+from uniworld_core.weights.registry import load_dit, load_vae
 
 VIDEO = VideoSettings(width=64, height=48, num_frames=9, seed=3)
 SAMPLER = SamplerSettings(steps=3)

@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import Reference, reference_files, relative_error
 
-from uniworld_core.config import DiTConfig, VAEConfig
-from uniworld_core.dit import WanDiT
-from uniworld_core.fourier import high_frequency
-from uniworld_core.sampler import SamplerSettings, sample
-from uniworld_core.schedule import inference_sigmas, training_pair
-from uniworld_core.vae import WanVAE
+from uniworld_core.model.config import DiTConfig, VAEConfig
+from uniworld_core.model.dit import WanDiT
+from uniworld_core.model.fourier import high_frequency
+from uniworld_core.model.vae import WanVAE
+from uniworld_core.sampling.sampler import SamplerSettings, sample
+from uniworld_core.sampling.schedule import inference_sigmas, training_pair
 
 FORWARD_TOL = 1e-4  # single forwards
 RUN_TOL = 1e-3  # the 4-step sampling run and the VAE

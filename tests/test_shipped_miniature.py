@@ -18,7 +18,7 @@ from PIL import Image
 
 from uniworld_core.__main__ import main
 from uniworld_core.media import read_webp
-from uniworld_core.miniature import DIR_VARIABLE, MINIATURE_DIR, available
+from uniworld_core.presets.miniature import DIR_VARIABLE, MINIATURE_DIR, available
 
 sys.path.insert(0, str(REPO / "bench"))
 from eval_miniature import evaluate  # noqa: E402

@@ -9,10 +9,10 @@ from conftest import Reference, reference_files, relative_error
 from training.config import ConfigError, TrainConfig
 from training.objective import ObjectiveConfig, flashi2v_loss
 from training.trainer import Trainer
-from uniworld_core.config import DiTConfig
-from uniworld_core.dit import WanDiT
-from uniworld_core.schedule import training_pair
-from uniworld_core.vlm import EncoderAdapter
+from uniworld_core.model.adapter import EncoderAdapter
+from uniworld_core.model.config import DiTConfig
+from uniworld_core.model.dit import WanDiT
+from uniworld_core.sampling.schedule import training_pair
 
 CFG = DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, freq_dim=32, text_dim=24)
 FEATURE_DIM = 12
@@ -130,7 +130,7 @@ def test_resume_is_bit_exact(tmp_path):
 
 
 def test_exported_lora_loads_in_our_loader_and_applying_equals_merging(tmp_path):
-    from uniworld_core.lora import applied, read_lora
+    from uniworld_core.weights.lora import applied, read_lora
 
     trainer, _ = _run(3)
     path = trainer.export(tmp_path, use_ema=False)
@@ -151,7 +151,7 @@ def test_exported_lora_loads_in_our_loader_and_applying_equals_merging(tmp_path)
 
 
 def test_adapter_export_is_the_official_layout(tmp_path):
-    from uniworld_core.vlm import load_adapter
+    from uniworld_core.weights.vlm import load_adapter
 
     adapter = EncoderAdapter(FEATURE_DIM, 32, CFG.text_dim)
     trainer = Trainer(_model(), TrainConfig(mode="adapter", steps=2), adapter)

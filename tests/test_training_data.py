@@ -17,9 +17,9 @@ from training.cache import CachedClips, build_cache
 from training.config import TrainConfig
 from training.data import ClipDataset, read_meta
 from training.run import train
-from uniworld_core.config import DiTConfig, VAEConfig
-from uniworld_core.dit import WanDiT
-from uniworld_core.vae import WanVAE
+from uniworld_core.model.config import DiTConfig, VAEConfig
+from uniworld_core.model.dit import WanDiT
+from uniworld_core.model.vae import WanVAE
 
 TEXT_DIM = 24
 
@@ -170,8 +170,8 @@ def test_lora_trains_on_a_frozen_quantised_base(tmp_path, storage):
     from test_training import _padded, clips
 
     from training.trainer import Trainer
-    from uniworld_core.checkpoints import load
-    from uniworld_core.quantize import quantize_file
+    from uniworld_core.weights.quantize import quantize_file
+    from uniworld_core.weights.registry import load
 
     torch.manual_seed(0)
     cfg = DiTConfig(dim=256, ffn_dim=256, num_heads=2, num_layers=1, freq_dim=32, text_dim=24)

@@ -7,8 +7,9 @@ import torch
 from conftest import Reference, reference_files, relative_error
 from safetensors.torch import save_file
 
-from uniworld_core.checkpoints import load
-from uniworld_core.umt5 import build_umt5, encode_tokens, official_t5_to_hf
+from uniworld_core.conditioning.umt5_encoder import encode_tokens
+from uniworld_core.weights.registry import load
+from uniworld_core.weights.umt5 import build_umt5, official_t5_to_hf
 
 TOL = 1e-4
 FILES = reference_files("umt5_ref_*.safetensors")

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
 
 SCRIPT = textwrap.dedent("""
     import sys, torch
-    from uniworld_core.config import VAEConfig
-    from uniworld_core.vae import WanVAE
+    from uniworld_core.model.config import VAEConfig
+    from uniworld_core.model.vae import WanVAE
     torch.manual_seed(0)
     torch.set_num_threads(1)
     frames, size = int(sys.argv[1]), int(sys.argv[2])

@@ -15,10 +15,10 @@ from training.vae_train import (
     train_vae,
     vae_loss,
 )
-from uniworld_core.checkpoints import load
-from uniworld_core.config import VAEConfig
-from uniworld_core.vae import WanVAE
-from uniworld_core.vae_blocks import AttentionBlock, CausalCache, ResidualBlock
+from uniworld_core.model.config import VAEConfig
+from uniworld_core.model.vae import WanVAE
+from uniworld_core.model.vae_blocks import AttentionBlock, CausalCache, ResidualBlock
+from uniworld_core.weights.registry import load
 
 
 def _clips(n=8):

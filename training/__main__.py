@@ -8,7 +8,8 @@ import sys
 
 import torch
 
-from uniworld_core.checkpoints import load
+from uniworld_core import load, umt5_conditioner
+from uniworld_core.conditioning import vlm_encoder
 
 from .cache import build_cache
 from .config import ConfigError, TrainConfig
@@ -17,17 +18,12 @@ from .run import train
 
 
 def _encoder(args):
+    """The text encoder whose features the cache stores (the adapter is what training learns)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.umt5:
-        from uniworld_core.umt5 import UMT5TextEncoder, load_umt5_tokenizer
-
-        model = load(args.umt5, "umt5", device, torch.float32).model
-        return UMT5TextEncoder(model, load_umt5_tokenizer(args.tokenizer or args.umt5), compute=device)
-    from uniworld_core.vlm import EncoderAdapter, VLMEncoder, load_vlm
-
-    model, processor = load_vlm(args.vlm, torch.bfloat16 if device == "cuda" else torch.float32, args.tokenizer)
-    hidden = model.config.text_config.hidden_size
-    return VLMEncoder(model, processor, EncoderAdapter(hidden), args.vlm_mode, device)  # adapter unused here
+        return umt5_conditioner(args.umt5, args.tokenizer, torch.float32, device).encoder
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    return vlm_encoder(args.vlm, None, args.tokenizer, dtype, device, mode=args.vlm_mode)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from uniworld_core.styles import all_styles, styled_prompt
-from uniworld_core.vae import WanVAE
+from uniworld_core.conditioning import all_styles, styled_prompt
+from uniworld_core.model import WanVAE
 
 from .data import ClipDataset, log
 

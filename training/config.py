@@ -28,7 +28,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     text_drop: float = 0.1
     shift: float | None = None  # training time shift; None = resolution-dependent (official)
-    fourier_range: tuple[float, float] = (0.05, 0.95)  # Fourier energy ratio ~ U[lo, hi] (official; inference: 0.1)
+    fourier_range: tuple[float, float] = (0.05, 0.95)  # Fourier ratio ~ U[lo, hi] (official; inference: 0.1)
     lora_rank: int = 16
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0

@@ -26,14 +26,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from uniworld_core.config import DiTConfig, VAEConfig
-from uniworld_core.dit import WanDiT
-from uniworld_core.miniature import DEFAULTS as MINIATURE_DEFAULTS
-from uniworld_core.miniature import EXAMPLES_FILE
-from uniworld_core.schedule import DEFAULT_SHIFT
-from uniworld_core.styles import CUSTOM_STYLES_FILE, all_styles
-from uniworld_core.vae import WanVAE
-from uniworld_core.vlm import ENCODER_SETTINGS_FILE, EncoderAdapter, VLMEncoder, load_vlm
+from uniworld_core.conditioning import CUSTOM_STYLES_FILE, ENCODER_SETTINGS_FILE, VLMEncoder, all_styles
+from uniworld_core.model import DiTConfig, EncoderAdapter, VAEConfig, WanDiT, WanVAE
+from uniworld_core.presets import miniature as shipped
+from uniworld_core.sampling import REPORT
+from uniworld_core.weights import load_vlm
 
 from .cache import build_cache
 from .config import TrainConfig
@@ -65,15 +62,15 @@ class Recipe:
     # Train on the noise levels the sampler visits: at the resolution-dependent shift (1.6 at 64x64)
     # sigma > 0.95 is 0.7% of draws, yet the sampler's shift 7 spends a quarter of its steps there,
     # and a DiT trained so returns one washed-out average clip whatever the image (run 3).
-    dit_shift: float = DEFAULT_SHIFT
+    dit_shift: float = REPORT.shift
     batch_size: int = 8
     lr: float = 3e-4
     # Sampling defaults written to the card (the CLI and the evaluation read them, the toy workflow is set
     # to them): the real model's shift 7 / cfg 5 gave washed-out first frames, 14.8 dB PSNR against
     # 18.0 dB at shift 3 / cfg 2 (run 4, docs/training.md).
-    sample_shift: float = MINIATURE_DEFAULTS["shift"]
-    sample_cfg: float = MINIATURE_DEFAULTS["cfg"]
-    sample_steps: int = MINIATURE_DEFAULTS["steps"]
+    sample_shift: float = shipped.DEFAULTS.shift
+    sample_cfg: float = shipped.DEFAULTS.cfg
+    sample_steps: int = shipped.DEFAULTS.steps
     seed: int = 0
 
 
@@ -109,7 +106,7 @@ def write_extras(weights: Path, recipe: Recipe) -> None:
         name = f"examples/toy_photo_{i}.png"
         Image.fromarray((frame * 255).round().to(torch.uint8).numpy()).save(weights / name)
         entries.append({"image": name, "prompt": clip.caption(), "style": style})
-    (weights / EXAMPLES_FILE).write_text(json.dumps(entries, indent=1))
+    (weights / shipped.EXAMPLES_FILE).write_text(json.dumps(entries, indent=1))
 
 
 def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:

@@ -4,7 +4,7 @@ For clean latents x0 of a clip (its first latent frame is the first-frame
 latent: the causal VAE encodes frame 0 alone): sigma from a logit-normal
 distribution with the resolution-dependent shift, x_t = sigma*noise +
 (1-sigma)*x0 - proj(x0[:, :, :1]) (latent shifting), Fourier features of the
-first frame at an energy ratio drawn from U[0.05, 0.95], the prompt dropped
+first frame at a Fourier ratio drawn from U[0.05, 0.95], the prompt dropped
 (replaced by the empty prompt's features) with probability 0.1, and the MSE
 between the DiT's velocity and noise - x0.
 """
@@ -16,15 +16,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from uniworld_core.dit import WanDiT
-from uniworld_core.fourier import TRAINING_ENERGY_RANGE, high_frequency, sample_energy_ratio
-from uniworld_core.schedule import dynamic_shift, sample_training_sigmas, timesteps_from_sigmas, training_pair
+from uniworld_core.model import TRAINING_FOURIER_RATIOS, WanDiT, high_frequency, sample_fourier_ratio
+from uniworld_core.sampling import dynamic_shift, sample_training_sigmas, timesteps_from_sigmas, training_pair
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
     text_drop: float = 0.1
-    fourier_range: tuple[float, float] = TRAINING_ENERGY_RANGE
+    fourier_range: tuple[float, float] = TRAINING_FOURIER_RATIOS
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float | None = None  # None: resolution-dependent shift
@@ -41,7 +40,7 @@ def draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generato
     noise = torch.randn(shape, generator=generator)
     shift = cfg.shift if cfg.shift is not None else dynamic_shift(shape[3], shape[4])
     sigma = sample_training_sigmas(batch, shift, True, cfg.logit_mean, cfg.logit_std, generator)
-    ratio = sample_energy_ratio(batch, generator, *cfg.fourier_range)
+    ratio = sample_fourier_ratio(batch, generator, *cfg.fourier_range)
     drop = torch.rand(batch, generator=generator) < cfg.text_drop
     return {"noise": noise[part], "sigma": sigma[part], "ratio": ratio[part], "drop": drop[part]}
 

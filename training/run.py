@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from uniworld_core.checkpoints import load
-from uniworld_core.vlm import DIT_TEXT_DIM, EncoderAdapter, load_adapter
+from uniworld_core.model import DIT_TEXT_DIM, EncoderAdapter
+from uniworld_core.weights import load, load_adapter
 
 from .cache import CachedClips, epoch_batches
 from .config import TrainConfig

@@ -3,7 +3,7 @@
 The language model has the Qwen2.5-VL architecture at a tiny size and stays
 frozen at its seeded initialisation (as the real VLM stays frozen); the
 adapter learns to read it. Both are saved as an ordinary Hugging Face folder,
-so `uniworld_core.vlm.load_vlm` loads it like the real 7B model.
+so `uniworld_core.weights.vlm.load_vlm` loads it like the real 7B model.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from uniworld_core.vlm import QWEN25VL_CHAT_TEMPLATE
+from uniworld_core.weights import QWEN25VL_CHAT_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]

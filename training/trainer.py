@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from uniworld_core.device import device_rng_states, set_device_rng_states
-from uniworld_core.dit import WanDiT
-from uniworld_core.sampler import SamplerSettings, sample
+from uniworld_core.model import WanDiT
+from uniworld_core.sampling import SamplerSettings, sample
 
 from .config import TrainConfig
 from .lora_train import LoraSet

@@ -22,8 +22,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from uniworld_core.vae import WanVAE
-from uniworld_core.vae_blocks import AttentionBlock, Resample, ResidualBlock
+from uniworld_core.model import AttentionBlock, Resample, ResidualBlock, WanVAE
 
 
 @dataclass

@@ -5,6 +5,7 @@ Frames travel as float tensors [T, H, W, 3] in 0..1 (ComfyUI's IMAGE layout).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 from pathlib import Path
@@ -49,6 +50,28 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     top, left = (new_h - height) // 2, (new_w - width) // 2
     x = x[:, :, top:top + height, left:left + width].clamp(0, 1)
     return x * 2 - 1
+
+
+def image_digest(image: torch.Tensor | Image.Image | None) -> str:
+    """Content hash of an image (tensor or PIL) as 8-bit RGB, independent of object identity ('' for none).
+
+    Two tensors that show the same picture have the same digest, so work done
+    on one image (its encoding, its prompt features) is found again for the other.
+    """
+    if image is None:
+        return ""
+    if isinstance(image, Image.Image):
+        array = np.asarray(image.convert("RGB"))
+    else:
+        array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    digest = hashlib.sha256(np.ascontiguousarray(array).tobytes())
+    digest.update(f"{array.shape}".encode())
+    return digest.hexdigest()
+
+
+def frames_to_video(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """[T, H, W, 3] frames in 0..1 -> [1, 3, T, height, width] in [-1, 1] (each frame fitted as `fit_image`)."""
+    return torch.cat([fit_image(frame, width, height) for frame in frames]).permute(1, 0, 2, 3)[None]
 
 
 def video_to_frames(video: torch.Tensor) -> torch.Tensor:

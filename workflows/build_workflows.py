@@ -56,7 +56,7 @@ class Graph:
             node["properties"]["models"] = [{"name": m, "url": MODELS[m][0], "directory": MODELS[m][1]}
                                             for m in models]
         if kind != "Note":
-            pack_workflow = importlib.import_module(f"{PACK}.nodes.workflow")
+            pack_workflow = importlib.import_module(f"{PACK}.nodes.headless.workflow")
             for name, input_kind, options, _ in pack_workflow.input_specs(self.classes[kind]):
                 entry = {"name": name, "type": "COMBO" if isinstance(input_kind, list) else input_kind, "link": None}
                 if pack_workflow.is_widget(input_kind, options):
@@ -140,7 +140,7 @@ def uniworld_osp2_i2sv(classes) -> dict:
     image, dit, vae, vlm = _osp2_inputs(g, OSP2_FILES, (
         "Uniworld-OSP2.0 image-to-stylized-video. Load an image, describe the motion, pick a style. "
         "Qwen2.5-VL reads image + prompt + style; the FlashI2V DiT animates the image with Fourier guidance "
-        "(energy ratio 0.1) and latent shifting; 50 steps, CFG 5, shift 7."))
+        "(Fourier ratio 0.1) and latent shifting; 50 steps, CFG 5, shift 7."))
     encode = _styled_encode(g, vlm, image, "watercolor", (360, 260))
     fourier = g.node("UniWorldFourierCutoff", [832, 480, 0.1], (760, 340))
     g.link(vae, 0, fourier, "vae")
@@ -231,8 +231,8 @@ PACK = "uniworld_osp2_pack"
 
 def build(out: Path = HERE) -> list[Path]:
     pack = load_pack(PACK)
-    runner = importlib.import_module(f"{pack.__name__}.nodes.runner")
-    workflow = importlib.import_module(f"{pack.__name__}.nodes.workflow")
+    runner = importlib.import_module(f"{pack.__name__}.nodes.headless.runner")
+    workflow = importlib.import_module(f"{pack.__name__}.nodes.headless.workflow")
     classes = runner.node_classes()
     written = []
     for name, make in WORKFLOWS.items():

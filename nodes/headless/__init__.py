@@ -1,0 +1,1 @@
+"""Running workflows without ComfyUI: the workflow reader, the runner and stand-ins of core nodes."""

@@ -1,0 +1,118 @@
+"""Quantised weight storage: linears whose weights stay compressed until used.
+
+A quantised linear keeps its stored weight and exposes `dequantize(dtype)`
+and a `compute_dtype`; model code asks for weights through `weight_of` and
+for the input dtype through `compute_dtype_of`, so every storage format
+(fp8 here; GGUF later) plugs in the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+class Fp8Linear(nn.Linear):
+    """Linear with an fp8 (e4m3fn/e5m2) weight and a per-tensor scale, upcast per call."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool,
+                 compute_dtype: torch.dtype, device=None):
+        super().__init__(in_features, out_features, bias=bias, device=device)
+        self.compute_dtype = compute_dtype
+        self.register_buffer("scale_weight", torch.ones((), device=device))
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.weight.to(dtype) * self.scale_weight.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantize(x.dtype), bias)
+
+
+class GGUFLinear(nn.Linear):
+    """Linear whose weight stays in GGUF blocks (uint8) and is dequantised on its device per call."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, ggml_type: str,
+                 compute_dtype: torch.dtype, device=None):
+        super().__init__(in_features, out_features, bias=bias, device=device)
+        self.ggml_type, self.compute_dtype = ggml_type, compute_dtype
+        self.weight = nn.Parameter(torch.empty(0, dtype=torch.uint8, device=device), requires_grad=False)
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        from .gguf_decode import dequantize
+
+        return dequantize(self.weight, self.ggml_type, (self.out_features, self.in_features), dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantize(x.dtype), bias)
+
+
+class GGUFConv3d(nn.Conv3d):
+    """Conv3d whose weight stays in GGUF blocks, dequantised per call."""
+
+    def __init__(self, conv: nn.Conv3d, ggml_type: str, compute_dtype: torch.dtype):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         bias=conv.bias is not None, device=conv.weight.device)
+        self.ggml_type, self.compute_dtype = ggml_type, compute_dtype
+        self.weight_shape = tuple(conv.weight.shape)
+        self.weight = nn.Parameter(torch.empty(0, dtype=torch.uint8, device=conv.weight.device),
+                                   requires_grad=False)
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        from .gguf_decode import dequantize
+
+        return dequantize(self.weight, self.ggml_type, self.weight_shape, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.conv3d(x, self.dequantize(x.dtype), bias, self.stride, self.padding)
+
+
+def install_gguf_layers(model: nn.Module, quantized: dict[str, str], compute_dtype: torch.dtype) -> int:
+    """Swap each Linear/Conv3d whose `<name>.weight` is GGUF-quantised (name -> type) for a GGUF layer."""
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        ggml_type = quantized.get(f"{name}.weight")
+        if ggml_type is None:
+            continue
+        if type(module) is nn.Linear:
+            layer = GGUFLinear(module.in_features, module.out_features, module.bias is not None, ggml_type,
+                               compute_dtype, module.weight.device)
+        elif type(module) is nn.Conv3d:
+            layer = GGUFConv3d(module, ggml_type, compute_dtype)
+        else:
+            continue
+        parent_name, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, leaf, layer)
+        swapped += 1
+    return swapped
+
+
+def weight_of(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """The layer's weight as a dense tensor of `dtype`."""
+    if hasattr(layer, "dequantize"):
+        return layer.dequantize(dtype)
+    return layer.weight.to(dtype)
+
+
+def compute_dtype_of(layer: nn.Module) -> torch.dtype:
+    """The dtype a layer wants its input in."""
+    return getattr(layer, "compute_dtype", layer.weight.dtype)
+
+
+def install_fp8_linears(model: nn.Module, fp8_weights: set[str], compute_dtype: torch.dtype) -> int:
+    """Swap each nn.Linear whose `<name>.weight` is in `fp8_weights` for an Fp8Linear."""
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Linear and f"{name}.weight" in fp8_weights:
+            parent_name, _, leaf = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            device = module.weight.device
+            setattr(parent, leaf, Fp8Linear(module.in_features, module.out_features,
+                                            module.bias is not None, compute_dtype, device))
+            swapped += 1
+    return swapped

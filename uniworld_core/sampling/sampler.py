@@ -1,0 +1,83 @@
+"""The FlashI2V sampler: Euler integration of the flow with latent shifting and CFG.
+
+y starts as pure noise; at every step the DiT sees `y - proj(z_img)` and the
+Fourier features of the first frame, classifier-free guidance mixes the
+conditional and unconditional velocities, and y moves by v * (sigma[i+1] -
+sigma[i]). The final y is the clean latent. All latent arithmetic is float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model.dit import WanDiT
+from ..model.flashi2v import shift_latents
+from ..model.fourier import high_frequency
+from ..progress import ProgressHook, report
+from .defaults import REPORT
+from .schedule import inference_sigmas, timesteps_from_sigmas
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Sampling settings with the report's defaults."""
+
+    steps: int = REPORT.steps
+    shift: float = REPORT.shift
+    guidance_scale: float = REPORT.cfg
+    fourier_ratio: float = REPORT.fourier_ratio
+    batch_cfg: bool = True  # run cond and uncond as one batch when shapes allow
+
+
+def guided_velocity(dit: WanDiT, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                    negative: torch.Tensor | None, features: torch.Tensor,
+                    guidance_scale: float, batch_cfg: bool) -> torch.Tensor:
+    """Velocity with classifier-free guidance: uncond + g * (cond - uncond)."""
+    if negative is None or guidance_scale == 1.0:
+        return dit(x, t, context, features).float()
+    if batch_cfg and negative.shape == context.shape:
+        both = dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([context, negative]),
+                   torch.cat([features, features])).float()
+        cond, uncond = both.chunk(2)
+    else:
+        cond = dit(x, t, context, features).float()
+        uncond = dit(x, t, negative, features).float()
+    return uncond + guidance_scale * (cond - uncond)
+
+
+@torch.no_grad()
+def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
+           context: torch.Tensor, negative_context: torch.Tensor | None = None,
+           settings: SamplerSettings = SamplerSettings(),
+           sigmas: torch.Tensor | None = None,
+           progress: ProgressHook | None = None,
+           high_frequencies: torch.Tensor | None = None) -> torch.Tensor:
+    """Integrate from `noise` [B, 16, F, H, W] to clean (normalised) latents.
+
+    start_frame_latents: [B, 16, 1, H, W] normalised VAE latent of the first frame.
+    context / negative_context: [B, L, text_dim] features before `text_embedding`.
+    high_frequencies: the start frame's Fourier map [B, 16, 1, H, W] when already
+    computed (a `StartFrame`); else it is computed at `settings.fourier_ratio`.
+    """
+    if sigmas is None:
+        sigmas = inference_sigmas(settings.steps, settings.shift)
+    sigmas = sigmas.to(noise.device, torch.float32)
+    timesteps = timesteps_from_sigmas(sigmas)
+    proj = dit.project_start(start_frame_latents)  # [B, 16, 1, H, W], fp32
+    dtype = dit.patch_embedding.weight.dtype
+    if high_frequencies is None:
+        high_frequencies = high_frequency(start_frame_latents, settings.fourier_ratio)
+    # the same map for every latent frame: [B, 16, F, H, W]
+    features = high_frequencies.to(noise.device, dtype).expand(-1, -1, noise.shape[2], -1, -1)
+    y = noise.float()
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        t = timesteps[i].expand(y.shape[0])
+        x = shift_latents(y, proj).to(dtype)
+        v = guided_velocity(dit, x, t, context, negative_context, features,
+                            settings.guidance_scale, settings.batch_cfg)
+        y = y + v * (sigmas[i + 1] - sigmas[i])
+        report(progress, i + 1, steps, y)
+    return y
