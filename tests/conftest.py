@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,12 +11,13 @@ import torch
 from safetensors import safe_open
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED_REFERENCE = REPO / "tests" / "reference"  # a copy of ../shared/reference, so any clone can test
 SHARED_REFERENCE = REPO.parent / "shared" / "reference"
 
 
 def reference_dirs() -> list[Path]:
-    """../shared/reference beside the checkout, plus $UNIWORLD_REFERENCE_DIR when set."""
-    dirs = [SHARED_REFERENCE]
+    """The shipped vectors, ../shared/reference beside the checkout, and $UNIWORLD_REFERENCE_DIR when set."""
+    dirs = [SHIPPED_REFERENCE, SHARED_REFERENCE]
     extra = os.environ.get("UNIWORLD_REFERENCE_DIR")
     if extra:
         dirs.append(Path(extra))
@@ -23,7 +25,12 @@ def reference_dirs() -> list[Path]:
 
 
 def reference_files(pattern: str) -> list[Path]:
-    return sorted({p.resolve() for d in reference_dirs() for p in d.glob(pattern)})
+    """Every reference file matching `pattern`, each content once (the shipped copy and ../shared agree)."""
+    found: dict[str, Path] = {}
+    for folder in reference_dirs():
+        for path in sorted(folder.glob(pattern)):
+            found.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path.resolve())
+    return sorted(found.values())
 
 
 class Reference:

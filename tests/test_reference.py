@@ -27,7 +27,7 @@ FILES = reference_files("flashi2v_ref_*.safetensors")
 
 
 def test_reference_files_present():
-    assert FILES, "no flashi2v_ref_*.safetensors found in ../shared/reference or $UNIWORLD_REFERENCE_DIR"
+    assert FILES, "no flashi2v_ref_*.safetensors in tests/reference, ../shared/reference or $UNIWORLD_REFERENCE_DIR"
 
 
 @pytest.fixture(scope="module", params=FILES, ids=lambda p: p.name)

@@ -34,7 +34,7 @@ from ..quant.gguf_decode import BLOCKS
 from ..quant.layers import FP8_DTYPES, install_fp8_linears, install_gguf_layers
 from .containers import COMPANION_SUFFIXES, WeightFile, in_memory, open_weights
 from .detect import Identified, identify
-from .umt5 import build_umt5, load_umt5_tokenizer
+from .umt5 import SPIECE_KEY, build_umt5, load_umt5_tokenizer, spiece_tokenizer
 from .vlm import adapter_from, load_vlm
 
 # What each loader accepts, and why the look-alikes are refused.
@@ -258,11 +258,13 @@ def _load_vae(wf: WeightFile, ident: Identified, device: torch.device, dtype: to
 def _load_umt5(wf: WeightFile, ident: Identified, device: torch.device, dtype: torch.dtype,
                attention: AttentionFn, num_heads: int | None = None) -> Loaded:
     state = {name: _dense(wf, ident, name, dtype) for name in ident.names
-             if not name.endswith((".scale_weight", ".scale_input")) and name not in DROPPED_KEYS}
+             if not name.endswith((".scale_weight", ".scale_input")) and name not in (*DROPPED_KEYS, SPIECE_KEY)}
     model = _infer(build_umt5, state, device, dtype)
     cfg = model.config
+    tokenizer = spiece_tokenizer(wf.get(ident.names[SPIECE_KEY])) if SPIECE_KEY in ident.names else None
     return Loaded(model, ident.kind, f"{ident.kind_name} ({cfg.num_layers} layers, dim {cfg.d_model}), "
-                  f"{_main_dtype(ident)}, {ident.layout} keys")
+                  f"{_main_dtype(ident)}, {ident.layout} keys{', with its tokenizer' if tokenizer else ''}",
+                  processor=tokenizer)
 
 
 def _load_adapter(wf: WeightFile, ident: Identified, device: torch.device, dtype: torch.dtype,
@@ -294,9 +296,10 @@ def load(path: str | Path, expect: str | None = None, device: torch.device | str
     _check_kind(ident, expect, wf.path)
     loader = LOADERS[KIND_LOADER[ident.kind]]
     loaded = loader(wf, ident, torch.device(device), dtype, attention, num_heads)
-    if ident.kind == "umt5":
-        folder = tokenizer or (Path(path) if Path(path).is_dir() else None)
-        loaded.processor = load_umt5_tokenizer(folder) if folder is not None else None
+    if ident.kind == "umt5":  # a given folder wins over the file's own tokenizer
+        folder = tokenizer or (Path(path) if Path(path).is_dir() and loaded.processor is None else None)
+        if folder is not None:
+            loaded.processor = load_umt5_tokenizer(folder)
     return loaded
 
 

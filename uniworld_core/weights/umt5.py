@@ -17,6 +17,7 @@ from ..errors import CheckpointError
 from .keymaps import rename
 
 UMT5_TEXT_LEN = 512
+SPIECE_KEY = "spiece_model"  # ComfyUI's umT5 files carry their SentencePiece model as a uint8 tensor
 
 # official Wan T5 encoder -> Hugging Face UMT5EncoderModel
 OFFICIAL_T5_RULES: list[tuple[str, str]] = [
@@ -104,3 +105,45 @@ def load_umt5_tokenizer(folder):
         raise CheckpointError(f"no umT5 tokenizer in '{folder}' ({exc.__class__.__name__})",
                               "a folder with the umT5 tokenizer (spiece.model or tokenizer.json)",
                               "Use the google/umt5-xxl tokenizer folder that ships with Wan2.1.") from exc
+
+
+class SentencePieceTokenizer:
+    """umT5's SentencePiece model used directly, with the call the encoder makes of a Hugging Face tokenizer.
+
+    ComfyUI's umT5 file carries its tokenizer as bytes (a `spiece_model` tensor)
+    and no tokenizer folder; this reads it with the `sentencepiece` library.
+    Like the umT5 tokenizer of transformers, each text gets `</s>` appended
+    (kept when the text is cut to `max_length`) and is padded with `<pad>`.
+    """
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece
+
+        try:
+            self.processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+        except (RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"a '{SPIECE_KEY}' tensor that is not a SentencePiece model ({exc})",
+                                  "umT5's SentencePiece tokenizer", "Use ComfyUI's umt5_xxl file as "
+                                  "downloaded, or give the google/umt5-xxl tokenizer folder.") from exc
+        self.pad_id = max(self.processor.pad_id(), 0)
+        self.eos_id = self.processor.eos_id()
+
+    def __call__(self, texts: list[str], padding: str = "max_length", max_length: int = UMT5_TEXT_LEN,
+                 truncation: bool = True, add_special_tokens: bool = True, return_tensors: str = "pt"):
+        rows = []
+        for text in texts:
+            ids = self.processor.encode(text)
+            if add_special_tokens:
+                ids = ids[: max_length - 1] + [self.eos_id] if truncation else ids + [self.eos_id]
+            rows.append(ids[:max_length] if truncation else ids)
+        width = max_length if padding == "max_length" else max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row, dtype=torch.long), 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+def spiece_tokenizer(tensor: torch.Tensor) -> SentencePieceTokenizer:
+    """The tokenizer stored in a file's `spiece_model` tensor."""
+    return SentencePieceTokenizer(tensor.to(torch.uint8).contiguous().numpy().tobytes())
