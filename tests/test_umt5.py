@@ -119,7 +119,8 @@ def test_comfyui_umt5_file_brings_its_own_tokenizer(ref, tmp_path):
     tokens = loaded.processor([prompt], padding="max_length", max_length=40)
     expected_ids = sentencepiece.SentencePieceProcessor(model_proto=proto).encode(prompt) + [1]  # + </s>
     assert tokens["input_ids"][0, :len(expected_ids)].tolist() == expected_ids
-    assert tokens["attention_mask"][0].sum() == len(expected_ids) and not tokens["input_ids"][0, len(expected_ids):].any()
+    assert tokens["attention_mask"][0].sum() == len(expected_ids)
+    assert not tokens["input_ids"][0, len(expected_ids):].any()
     cut = loaded.processor([prompt], max_length=3)["input_ids"][0].tolist()
     assert cut == expected_ids[:2] + [1], "a cut text keeps its </s>"
     # the whole conditioner from the file alone: the prompt's ids through the encoder, zero-padded to 512
