@@ -185,3 +185,56 @@ def test_index_json_that_is_not_an_index(tmp_path):
     path.write_text(json.dumps({"hello": 1}))
     with pytest.raises(CheckpointError, match="not a safetensors index"):
         load(path, "dit")
+
+
+# ---- messages name the format the user gave, and what the bytes are instead
+
+def test_random_bytes_named_gguf_are_not_called_safetensors(tmp_path):
+    path = tmp_path / "model_Q4_K.gguf"
+    path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
+                                         dtype=torch.uint8).tolist()))
+    with pytest.raises(CheckpointError, match=r"'model_Q4_K.gguf' is not a GGUF file: it is unrecognised data"):
+        load(path, "dit")
+
+
+def test_a_pickle_named_safetensors_names_both_formats(tmp_path):
+    import pickle
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(pickle.dumps({"weight": object()}, protocol=4))
+    with pytest.raises(CheckpointError, match=r"'model.safetensors' is not a safetensors file: it holds PyTorch "
+                                              r"data, which contains Python objects"):
+        load(path, "dit")
+
+
+def test_a_download_error_page_is_recognised(tmp_path):
+    path = tmp_path / "wan_2.1_vae.safetensors"
+    path.write_text("<!DOCTYPE html><html><body>Access denied</body></html>")
+    with pytest.raises(CheckpointError, match="not a safetensors file: it is an HTML/XML page"):
+        load(path, "vae")
+
+
+def test_fp8_files_read_the_same_in_comfyui(tmp_path):
+    """ComfyUI builds every Linear of a `scaled_fp8` file in fp8 and reads a missing scale as 1.0.
+
+    Read our file that way (its rule, done here by hand) and by our loader: the same weights, close to
+    the original. bench/comfyui_fp8_read.py does the same in a real ComfyUI (docs/quantization.md)."""
+    from safetensors.torch import load_file
+
+    from uniworld_core import quantize_file
+
+    source = tiny_dit()
+    save_file({k: v.to(torch.bfloat16) for k, v in source.state_dict().items()}, str(tmp_path / "bf16.safetensors"))
+    stored = load_file(str(quantize_file(tmp_path / "bf16.safetensors", tmp_path / "fp8.safetensors", "fp8_e4m3fn")))
+    assert "scaled_fp8" in stored
+    ours = load(tmp_path / "fp8.safetensors", "dit").model
+    for name, module in source.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        as_comfyui = stored[name + ".weight"].to(torch.float8_e4m3fn).float() * stored.get(
+            name + ".scale_weight", torch.ones(())).float()
+        mine = ours.get_submodule(name)
+        mine = mine.dequantize(torch.float32) if hasattr(mine, "dequantize") else mine.weight.float()
+        assert torch.equal(as_comfyui, mine), name
+        original = module.weight.to(torch.bfloat16).float()
+        assert ((as_comfyui - original).norm() / original.norm()).item() < 0.04, name

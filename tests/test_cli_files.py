@@ -111,3 +111,31 @@ def test_adapter_is_identified_and_sent_to_the_vlm_loader(tmp_path, capsys):
         load(tmp_path / "adapter.pt")
     with pytest.raises(CheckpointError, match="is a VLM encoder adapter; expected a FlashI2V"):
         load(tmp_path / "adapter.pt", "dit")
+
+
+def test_inspect_names_the_one_tensor_that_disagrees(tmp_path, capsys):
+    """One damaged tensor: the config comes from the tensors that agree, and the damaged one is named."""
+    state = tiny_dit().state_dict()
+    state["blocks.1.ffn.0.weight"] = torch.zeros(7, state["blocks.1.ffn.0.weight"].shape[1])
+    save_file(state, str(tmp_path / "damaged.safetensors"))
+    assert main(["inspect", str(tmp_path / "damaged.safetensors"), "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["config"]["ffn_dim"] == tiny_dit().cfg.ffn_dim
+    assert report["problems"] == [f"blocks.1.ffn.0.weight is (7, {state['blocks.1.ffn.0.weight'].shape[1]}), "
+                                  f"expected ({tiny_dit().cfg.ffn_dim}, {state['blocks.1.ffn.0.weight'].shape[1]})"]
+    assert "would not load" in captured.err and "blocks.1.ffn.0.weight" in captured.err
+    with pytest.raises(CheckpointError, match=r"blocks\.1\.ffn\.0\.weight is \(7, "):
+        load(tmp_path / "damaged.safetensors", "dit")
+    assert main(["convert", str(tmp_path / "damaged.safetensors"), str(tmp_path / "out.safetensors")]) == 2
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", [["convert"], ["quantize", "--type", "Q8_0"]])
+def test_rewriting_a_file_onto_itself_is_refused(tmp_path, capsys, command):
+    path = tmp_path / "dit.safetensors"
+    save_file(tiny_dit().state_dict(), str(path))
+    before = path.read_bytes()
+    assert main([command[0], str(path), str(path), *command[1:]]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert path.read_bytes() == before

@@ -7,34 +7,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_models import CFG, dit_inputs, dit_out, tiny_dit  # noqa: F401  (shared with other tests)
 
 from uniworld_core.model.config import DiTConfig, VAEConfig
 from uniworld_core.model.dit import WanDiT
 from uniworld_core.model.vae import WanVAE
 from uniworld_core.weights.registry import load
-
-# Real Wan DiTs have 128-wide heads, which is how a file's head count is inferred.
-CFG = DiTConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=2, freq_dim=32, text_dim=20, text_len=512)
-
-
-def tiny_dit(seed: int = 0, cfg: DiTConfig = CFG) -> WanDiT:
-    torch.manual_seed(seed)
-    model = WanDiT(cfg).eval()
-    with torch.no_grad():  # wake the zero-initialised FlashI2V outputs
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
-
-
-def dit_inputs(cfg: DiTConfig = CFG):
-    gen = torch.Generator().manual_seed(1)
-    x, ff = torch.randn(2, 1, 16, 2, 4, 6, generator=gen)
-    return x, torch.tensor([321.0]), torch.randn(1, 5, cfg.text_dim, generator=gen), ff
-
-
-def dit_out(model) -> torch.Tensor:
-    with torch.no_grad():
-        return model(*dit_inputs(model.cfg))
 
 
 def assert_same_model(loaded, original) -> None:

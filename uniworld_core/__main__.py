@@ -101,15 +101,21 @@ def quantize_command(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({args.type}, {out.stat().st_size / 2**20:.1f} MiB)")
 
 
-def inspect_command(args: argparse.Namespace) -> None:
+def inspect_command(args: argparse.Namespace) -> int:
+    """Print the report; exit 1 when the file would not load (its problems are listed)."""
     report = inspect_file(args.file)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return
-    for key, value in report.items():
-        if isinstance(value, list) and len(value) > 8:
-            value = f"{len(value)}: {value[:8]} ..."
-        print(f"{key:>16}: {value}")
+    else:
+        for key, value in report.items():
+            if isinstance(value, list) and len(value) > 8:
+                value = f"{len(value)}: {value[:8]} ..."
+            print(f"{key:>16}: {value}")
+    if report.get("problems"):
+        print(f"error: '{Path(args.file).name}' would not load: {'; '.join(report['problems'][:3])}",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def convert_command(args: argparse.Namespace) -> None:
@@ -269,12 +275,12 @@ def generate_command(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"generate": generate_command, "inspect": inspect_command, "convert": convert_command,
-         "quantize": quantize_command}[args.command](args)
+        code = {"generate": generate_command, "inspect": inspect_command, "convert": convert_command,
+                "quantize": quantize_command}[args.command](args)
     except UniWorldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
@@ -111,16 +113,26 @@ def _require(state: Mapping[str, torch.Tensor], key: str, what: str) -> torch.Te
     return state[key]
 
 
+def _vote(state: Mapping[str, torch.Tensor], pattern: str, axis: int, fallback: int) -> int:
+    """The size most tensors matching `pattern` agree on along `axis` (one damaged tensor cannot decide it)."""
+    rule = re.compile(pattern)
+    sizes = [int(v.shape[axis]) for k, v in state.items() if rule.fullmatch(k) and v.ndim > axis]
+    return Counter(sizes).most_common(1)[0][0] if sizes else fallback
+
+
 def infer_dit_config(state: Mapping[str, torch.Tensor], num_heads: int | None = None,
                      text_len: int | None = None) -> DiTConfig:
     """Infer a DiTConfig from an official-layout state dict.
 
-    The head count and the nominal text length are not visible in the shapes;
-    they default to the preset of the same width, else to Wan's 128-wide heads
-    and 512 tokens.
+    Sizes that many tensors share (width, FFN width) are taken by majority, so a
+    single damaged tensor is reported as the one that disagrees. The head count
+    and the nominal text length are not visible in the shapes; they default to
+    the preset of the same width, else to Wan's 128-wide heads and 512 tokens.
     """
     patch = _require(state, "patch_embedding.weight", "Wan DiT")
-    dim, in_dim = patch.shape[:2]
+    in_dim = patch.shape[1]
+    dim = _vote(state, r"patch_embedding\.weight|blocks\.\d+\.(self|cross)_attn\.[qkvo]\.weight", 0,
+                int(patch.shape[0]))
     patch_size = tuple(int(s) for s in patch.shape[2:])
     num_layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
     head = _require(state, "head.head.weight", "Wan DiT")
@@ -135,7 +147,8 @@ def infer_dit_config(state: Mapping[str, torch.Tensor], num_heads: int | None = 
     proj = state.get("learnable_proj.proj.0.weight")
     return DiTConfig(
         dim=int(dim), in_dim=int(in_dim), patch_size=patch_size, num_layers=num_layers,
-        ffn_dim=int(_require(state, "blocks.0.ffn.0.weight", "Wan DiT").shape[0]),
+        ffn_dim=_vote(state, r"blocks\.\d+\.ffn\.0\.weight", 0,
+                      int(_require(state, "blocks.0.ffn.0.weight", "Wan DiT").shape[0])),
         num_heads=int(num_heads),
         freq_dim=int(_require(state, "time_embedding.0.weight", "Wan DiT").shape[1]),
         text_dim=int(_require(state, "text_embedding.0.weight", "Wan DiT").shape[1]),

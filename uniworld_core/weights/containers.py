@@ -192,12 +192,16 @@ def _open_torch(path: Path) -> WeightFile:
     if path.stat().st_size == 0:
         raise _bad(path, "is empty (0 bytes)")
     try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped
-            if "mmap" not in str(exc):
-                raise
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        if EXTENSION_FORMAT.get(path.suffix.lower()) != "torch":
+            with open(path, "rb") as f:  # by content: torch.load would pick a reader from the file name
+                state = torch.load(f, map_location="cpu", weights_only=True)
+        else:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped
+                if "mmap" not in str(exc):
+                    raise
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"'{path.name}' contains Python objects that loading would have to execute",
@@ -282,14 +286,49 @@ def _add_companion(wf: WeightFile) -> WeightFile:
     return wf
 
 
+# What a file's extension promises, and how each format is named in messages.
+EXTENSION_FORMAT = {".safetensors": "safetensors", ".sft": "safetensors", ".gguf": "gguf", ".pt": "torch",
+                    ".pth": "torch", ".bin": "torch", ".ckpt": "torch"}
+FORMAT_NAMES = {"safetensors": "safetensors", "gguf": "GGUF", "torch": "PyTorch"}
+
+
 def _sniff(path: Path) -> str:
+    """The format a file's first bytes show: a key of FORMAT_NAMES, or a description of what it is instead."""
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(16)
+    if not head:
+        return "empty (0 bytes)"
     if head[:4] == b"GGUF":
         return "gguf"
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        return "torch"
-    return "safetensors"
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "torch"  # a zip archive (torch.save) or a bare pickle (legacy torch.save)
+    if len(head) > 8 and head[8:9] == b"{":
+        return "safetensors"  # 8-byte header length, then the JSON header
+    text = head.lstrip()
+    if text[:1] == b"<":
+        return "an HTML/XML page (a failed download?)"
+    if text[:1] in (b"{", b"["):
+        return "JSON text"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "plain text"
+    return f"unrecognised data (first bytes {head[:8].hex(' ')})"
+
+
+def _open_by_content(path: Path) -> WeightFile:
+    """Open a file by what it holds; messages name the format its extension promised."""
+    given, content = EXTENSION_FORMAT.get(path.suffix.lower()), _sniff(path)
+    promised = FORMAT_NAMES.get(given, "weight")
+    if content not in FORMAT_NAMES:
+        raise _bad(path, f"is not a {promised} file: it is {content}")
+    opener = {"gguf": _open_gguf, "torch": _open_torch, "safetensors": _open_safetensors}[content]
+    if given is None or given == content:
+        return opener(path)
+    try:
+        return opener(path)
+    except CheckpointError as exc:  # say both: what the name promised and what the bytes are
+        detail = exc.found.removeprefix(f"'{path.name}' ")
+        raise CheckpointError(f"'{path.name}' is not a {promised} file: it holds {FORMAT_NAMES[content]} data, "
+                              f"which {detail}", exc.expected, exc.fix) from exc
 
 
 def _unwrapped_name(name: str) -> str:
@@ -331,8 +370,4 @@ def open_weights(path: str | Path) -> WeightFile:
                               "Check the path, or the ComfyUI models folder.")
     if path.name.endswith(".index.json"):
         return _strip_wrappers(_open_sharded(path))
-    kind = _sniff(path) if path.suffix not in (".pt", ".pth", ".bin", ".ckpt") else "torch"
-    if kind == "gguf":
-        return _strip_wrappers(_open_gguf(path))
-    opened = _open_torch(path) if kind == "torch" else _open_safetensors(path)
-    return _strip_wrappers(opened)
+    return _strip_wrappers(_open_by_content(path))

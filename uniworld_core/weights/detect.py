@@ -17,7 +17,7 @@ from .keymaps import diffusers_dit_to_official, diffusers_vae_to_official, strip
 DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "dit.", "transformer.", "model.")
 VAE_PREFIXES = ("first_stage_model.", "vae.")
 ADAPTER_PREFIXES = ("encoder_adapter.", "adapter.", "text_adapter.", "model.")
-LORA_MARKERS = re.compile(r"(lora_A|lora_B|lora_down|lora_up|lora\.up|lora\.down)\b|\.alpha$")
+LORA_MARKERS = re.compile(r"(lora_A|lora_B|lora_down|lora_up|lora\.up|lora\.down)\b|\.alpha$|\.diff(_b)?$")
 
 KIND_NAMES = {
     "flashi2v_dit": "FlashI2V DiT", "wan_t2v_dit": "Wan2.1 T2V DiT", "wan_i2v_dit": "Wan2.1 I2V DiT",

@@ -21,6 +21,7 @@ from ..errors import CheckpointError
 from ..quant.gguf_decode import BLOCKS
 from .containers import ORIG_SHAPE_KEY, open_weights
 from .detect import identify
+from .registry import check_rewritable
 
 QUANTISED = re.compile(r"^blocks\.\d+\.(self_attn|cross_attn)\.[qkvo]\.weight$|^blocks\.\d+\.ffn\.[02]\.weight$")
 GGUF_TYPES = [t for t in BLOCKS if t not in ("F32", "BF16")]
@@ -78,23 +79,31 @@ def write_gguf(src, out, type_name: str) -> Path:
 
 
 def write_fp8(src, out, fp8: torch.dtype = torch.float8_e4m3fn) -> Path:
-    """Block matrices as fp8 with a per-tensor `scale_weight` (ComfyUI's scaled-fp8 layout), the rest bf16/fp32."""
+    """Every Linear weight as fp8 with its per-tensor `scale_weight`, the rest bf16/fp32 (ComfyUI's scaled fp8).
+
+    ComfyUI's loader sees the `scaled_fp8` marker and builds *every* Linear of
+    the model in fp8, reading a missing `scale_weight` as 1.0; a Linear kept in
+    bf16 would be cast to fp8 unscaled. So the file follows ComfyUI's own
+    scaled-fp8 files: all Linear weights (the embeddings and the head
+    included) are fp8 at their own scale; convolutions, norms, biases and
+    modulations stay in high precision. The two-element marker tells ComfyUI
+    to dequantise the weights rather than quantise activations to fp8.
+    """
     wf, ident = _source(src)
     top = torch.finfo(fp8).max
-    state = {"scaled_fp8": torch.zeros(0, dtype=fp8)}
+    state = {"scaled_fp8": torch.zeros(2, dtype=fp8)}
     for name, src_name in ident.names.items():
         if name.endswith((".scale_weight", ".scale_input")) or name == "scaled_fp8":
             continue
         tensor = wf.dense(src_name, torch.float32)
-        kind = storage_type(name, tensor, "Q8_0")
-        if kind == "F32":
-            state[name] = tensor
-        elif kind == "F16":
-            state[name] = tensor.to(torch.bfloat16)
-        else:
+        if name.endswith(".weight") and tensor.ndim == 2:  # a Linear: ComfyUI makes it fp8 whatever we write
             scale = (tensor.abs().max() / top).clamp_min(1e-12)
-            state[name] = (tensor / scale).to(fp8)
+            state[name] = (tensor / scale).clamp(-top, top).to(fp8)
             state[name.removesuffix(".weight") + ".scale_weight"] = scale.reshape(())
+        elif storage_type(name, tensor, "Q8_0") == "F32":
+            state[name] = tensor
+        else:
+            state[name] = tensor.to(torch.bfloat16)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out), metadata={"format": "pt"})
     return Path(out)
 
@@ -103,6 +112,7 @@ def quantize_file(src, out, type_name: str) -> Path:
     """`python -m uniworld_core quantize`: GGUF for ggml types, safetensors for fp8."""
     if type_name not in OUR_TYPES:
         raise CheckpointError(f"the quantisation type '{type_name}'", f"one of {', '.join(OUR_TYPES)}")
+    check_rewritable(src, out)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     if type_name.startswith("fp8"):
         return write_fp8(src, out, getattr(torch, type_name.replace("fp8_", "float8_")))

@@ -329,8 +329,19 @@ def official_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: wf.get(src) for name, src in ident.names.items()}
 
 
+def shape_problems(wf: WeightFile, ident: Identified, model: nn.Module) -> list[str]:
+    """Tensors whose shape disagrees with the model the file's other tensors describe, by name."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return [f"{name} is {wf.infos[src].shape}, expected {expected[name]}" for name, src in ident.names.items()
+            if name in expected and tuple(wf.infos[src].shape) != expected[name]]
+
+
 def inspect_file(path: str | Path) -> dict:
-    """What a file is: format, kind, layout, config, dtypes, size, and key mismatches."""
+    """What a file is: format, kind, layout, config, dtypes, size, and what would stop it loading.
+
+    `problems` lists missing tensors and tensors whose shape disagrees with the
+    rest of the file (the config is inferred from the tensors that agree).
+    """
     wf = open_weights(path)
     ident = identify(wf)
     report = {"file": str(wf.path), "format": wf.format, "kind": ident.kind_name,
@@ -346,9 +357,25 @@ def inspect_file(path: str | Path) -> dict:
         expected, present = set(model.state_dict()), set(ident.names)
         report["config"] = cfg.__dict__
         report["missing_keys"] = sorted(expected - present)
+        if ident.kind == "wan_t2v_dit":  # a T2V base: the FlashI2V modules are created, not missing
+            report["missing_keys"] = [k for k in report["missing_keys"]
+                                      if not k.startswith(("fourier_embedding.", "learnable_proj."))]
         report["unexpected_keys"] = sorted(k for k in present - expected
                                            if not k.endswith(("scale_weight", "scale_input")))
+        report["problems"] = shape_problems(wf, ident, model) + [f"missing {k}" for k in report["missing_keys"]]
     return report
+
+
+def check_rewritable(path: str | Path, out: str | Path) -> None:
+    """Before writing a file from `path`: it is a consistent model, and `out` is not the input itself."""
+    report = inspect_file(path)
+    if report.get("problems"):
+        raise CheckpointError(f"'{Path(report['file']).name}' has tensors that do not fit together: "
+                              f"{'; '.join(report['problems'][:3])}", "a complete, consistent model to rewrite",
+                              "Re-download the file; `python -m uniworld_core inspect` lists every problem.")
+    if Path(out).resolve() == Path(report["file"]).resolve():
+        raise CheckpointError(f"the output '{out}' is the input file", "a different output path",
+                              "Write the new file under another name; the original stays as it is.")
 
 
 def convert_file(path: str | Path, out: str | Path, dtype: torch.dtype,
@@ -359,6 +386,7 @@ def convert_file(path: str | Path, out: str | Path, dtype: torch.dtype,
     _check_kind(ident, None, wf.path)
     if ident.kind not in ("flashi2v_dit", "wan_t2v_dit", "wan21_vae"):
         raise CheckpointError(f"'{wf.path.name}' is a {ident.kind_name}", "a DiT or VAE file to convert")
+    check_rewritable(path, out)
     metadata = {"format": "pt", "uniworld_kind": ident.kind}
     if ident.kind != "wan21_vae":
         declared = _declared(wf, "dit_config")
