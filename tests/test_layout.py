@@ -20,7 +20,7 @@ CORE_LAYERS = [
     {"sampling", "memory", "weights"},
     {"conditioning"},
     {"presets"},
-    {"__init__", "__main__"},
+    {"__init__", "__main__", "cli"},
 ]
 LAYER_OF = {name: rank for rank, names in enumerate(CORE_LAYERS) for name in names}
 BASICS = CORE_LAYERS[0]
@@ -61,8 +61,8 @@ def _core_imports(path) -> set[str]:
             parts = base + (node.module.split(".") if node.module else [])
             if parts:
                 found.add(parts[0])
-            else:  # `from . import x` at the top: x itself is the unit
-                found.update(alias.name for alias in node.names)
+            else:  # `from . import x` at the top: x is a unit, or a name of the package (__init__)
+                found.update(alias.name if alias.name in LAYER_OF else "__init__" for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("uniworld_core."):
             found.add(node.module.split(".")[1])
     return found
@@ -82,7 +82,7 @@ def layering_violations(path) -> list[str]:
         elif LAYER_OF[imported] > LAYER_OF[unit]:
             found.append(f"({unit}) imports {imported}, a layer above it")
         elif (LAYER_OF[imported] == LAYER_OF[unit] and imported != unit and not {unit, imported} <= BASICS
-              and unit not in ("__init__", "__main__")):
+              and unit not in ("__init__", "__main__", "cli")):
             found.append(f"({unit}) imports its peer {imported}")
     return found
 

@@ -101,4 +101,4 @@ def test_webp_frames_that_do_not_change_read_back_as_frames(tmp_path):
 
 def test_main_job_reports_bad_settings(tmp_path, capsys):
     assert main(["generate", "--out", str(tmp_path / "x.webp"), "--frames", "10"]) == 2
-    assert "10 frames" in capsys.readouterr().err
+    assert "--frames 10; expected a frame count of the form 4k+1" in capsys.readouterr().err

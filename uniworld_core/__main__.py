@@ -12,26 +12,42 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from . import __version__
+from .cli import (
+    OneLineParser,
+    available_memory,
+    check_device,
+    check_files,
+    check_image,
+    check_settings,
+    output_path,
+    print_error,
+)
 from .conditioning import BUILTIN_STYLES, StyleSpec, all_styles, umt5_conditioner, vlm_conditioner
-from .device import DTYPES, pick_device, resolve_dtype
-from .errors import UniWorldError
-from .media import av_available, demo_image, load_image, save_mp4, save_webp
-from .memory import AUTO, Placement, place_dit
-from .model import get_attention
+from .device import DTYPES, resolve_dtype
+from .errors import InputError, UniWorldError
+from .media import av_available, demo_image, save_mp4, save_webp
+from .memory import AUTO, Placement, least_generation_bytes, place_dit
+from .model import DIT_PRESETS, VAE_PRESETS, get_attention
 from .presets import miniature
 from .presets.tiny import TINY_NOTICE, tiny_context, tiny_stack
 from .progress import print_progress
 from .sampling import REPORT, TINY, SamplerSettings, VideoSettings, decode_frames, encode_start, generate_latents
-from .weights import OUR_TYPES, convert_file, inspect_file, load, quantize_file
+from .weights import OUR_TYPES, convert_file, inspect_file, load, peek_config, quantize_file
 
 GIB = 2**30
 SETTINGS = ("width", "height", "frames", "steps", "cfg", "shift", "fourier_ratio", "fps")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m uniworld_core")
-    sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="image (+ context features) -> stylized video")
+    parser = OneLineParser(prog="python -m uniworld_core", description="Uniworld-OSP2.0 / FlashI2V image to "
+                           "stylized video: generate, and inspect, convert or quantise weight files.")
+    parser.add_argument("--version", action="version", version=f"uniworld-osp2 {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    gen = sub.add_parser("generate", help="image (+ prompt, style) -> stylized video",
+                         description="Animate an image into a stylized video. Without --dit the built-in "
+                         "miniature model runs (its card's 64x64, 17 frames, 30 steps); with files the report's "
+                         "832x480, 49 frames, 50 steps.")
     gen.add_argument("--preset", choices=["miniature", "tiny"], help="without --dit: the built-in miniature "
                      "model trained on the toy world (default when installed), or random-weight 'tiny' "
                      "(proves the pipeline only)")
@@ -44,18 +60,24 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", help="what happens in the video (miniature default: the example's caption)")
     gen.add_argument("--negative", help="negative prompt (default: the official one, style-aware)")
     gen.add_argument("--style", help=f"one of: {', '.join(s.name for s in BUILTIN_STYLES)}")
-    gen.add_argument("--style-strength", type=float, default=1.0)
+    gen.add_argument("--style-strength", type=float, default=1.0, help="0 = no style, 1 = the styled prompt "
+                     "(default 1)")
     gen.add_argument("--context", help="precomputed features instead: safetensors with 'context' "
                      "[1,L,text_dim] and optionally 'negative_context'")
     gen.add_argument("--image", help="conditioning image (default: the miniature model's example photo, "
                      "or a procedural test picture for 'tiny')")
-    gen.add_argument("--out", default="outputs/uniworld.webp", help="output .webp path "
-                     "(an .mp4 is written beside it when PyAV is installed)")
+    gen.add_argument("--out", default="outputs/uniworld.webp", help="output .webp or .mp4 file, or an existing "
+                     "folder (default outputs/uniworld.webp; an .mp4 is written beside a .webp when PyAV is "
+                     "installed)")
     _setting_options(gen)
-    gen.add_argument("--seed", type=int, default=REPORT.seed)
-    gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, npu")
-    gen.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16")
-    gen.add_argument("--attention", default="auto", help="auto, sdpa, flash_attn, sage, npu")
+    gen.add_argument("--seed", type=int, default=REPORT.seed, help=f"noise seed (default {REPORT.seed}): the same "
+                     "seed gives the same video on any device")
+    gen.add_argument("--device", default="auto", help="auto (default: CUDA, NPU, MPS, else CPU), cpu, cuda, "
+                     "cuda:1, mps, npu")
+    gen.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                     help="auto (default: bf16 on accelerators, fp32 on the CPU)")
+    gen.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flash_attn", "sage", "npu"],
+                     help="attention kernel (default auto: flash-attn/NPU when installed, else SDPA)")
     _memory_options(gen)
     ins = sub.add_parser("inspect", help="say what a weight file is (format, kind, config, dtypes)")
     ins.add_argument("file")
@@ -73,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setting_options(gen: argparse.ArgumentParser) -> None:
     """Geometry and sampling settings; unset ones come from the model's defaults."""
-    mini = miniature.DEFAULTS
+    mini = miniature.defaults()  # this build's card (read when --help is built)
     for name, kind, meaning in (("width", int, "frame width in pixels"), ("height", int, "frame height"),
                                 ("frames", int, "frame count, 4k+1"), ("steps", int, "Euler steps"),
                                 ("cfg", float, "classifier-free guidance scale"),
@@ -91,7 +113,8 @@ def _memory_options(gen: argparse.ArgumentParser) -> None:
                      "not fit stay in CPU RAM and are streamed in just in time (default: the free memory)")
     gen.add_argument("--blocks-to-swap", type=int, default=AUTO, help="DiT blocks kept in CPU RAM: -1 = "
                      "planned from the budget (default), 0 = all on the device, N = the first N")
-    gen.add_argument("--prefetch-blocks", type=int, default=1, help="swapped blocks copied ahead of use")
+    gen.add_argument("--prefetch-blocks", type=int, default=1, help="swapped blocks copied ahead of use "
+                     "(default 1)")
     gen.add_argument("--offload", action="store_true", help="keep the text encoder and the VAE in CPU RAM "
                      "between uses (they visit the device only while they run)")
 
@@ -140,12 +163,8 @@ def _style_spec(args: argparse.Namespace, styles: dict) -> StyleSpec:
     if not args.style:
         return StyleSpec()
     if args.style not in styles:
-        raise UniWorldError(f"the style '{args.style}'", f"one of {', '.join(styles)}")
+        raise InputError(f"--style {args.style}", f"one of {', '.join(styles)}")
     return StyleSpec(styles[args.style], args.style_strength)
-
-
-def _image(args: argparse.Namespace):
-    return load_image(args.image) if args.image else demo_image(args.width, args.height, args.seed)
 
 
 def _fill(args: argparse.Namespace, defaults) -> None:
@@ -159,11 +178,67 @@ def _preset(args: argparse.Namespace) -> str | None:
     if args.dit is not None:
         return None
     if args.preset is not None:
+        if args.preset == "miniature" and not miniature.available():
+            raise InputError("--preset miniature, which is not installed here", "the built-in model's files "
+                             f"in {miniature.model_dir()}", "Rebuild it: python -m training.miniature --out DIR.")
         return args.preset
     if miniature.available():
         return "miniature"
     print("The built-in miniature model is not installed; running the random-weight 'tiny' preset.")
     return "tiny"
+
+
+def _miniature_example(args: argparse.Namespace) -> None:
+    """Without --image and --prompt the miniature animates its first example; say when a prompt is empty."""
+    example = (miniature.examples() or [{}])[0]
+    if args.image is None and args.prompt is None:
+        args.image, args.prompt = example.get("image"), example.get("prompt")
+        args.style = args.style or example.get("style")
+    if not args.prompt:
+        print("Note: no --prompt given, so the miniature model runs on an empty prompt; its captions say what "
+              "moves where, e.g. 'a medium blue square slides left over the sky'.")
+        args.prompt = ""
+
+
+def _configs(args: argparse.Namespace, preset: str | None):
+    """(DiTConfig, VAEConfig) of the run, read from file headers (nothing is loaded)."""
+    if preset == "tiny":
+        return DIT_PRESETS["tiny"], VAE_PRESETS["tiny"]
+    folder = miniature.model_dir()
+    dit = args.dit if preset is None else folder / miniature.FILES["dit"]
+    vae = args.vae if preset is None else folder / miniature.FILES["vae"]
+    return peek_config(dit, "dit"), peek_config(vae, "vae")
+
+
+def _check_memory(args: argparse.Namespace, preset: str | None, device: torch.device) -> None:
+    """Refuse a size whose activations alone exceed the memory there is, before allocating anything."""
+    dit_cfg, vae_cfg = _configs(args, preset)
+    grid = (1 + (args.frames - 1) // 4, args.height // 8, args.width // 8)
+    compute = 4 if resolve_dtype(args.precision, device) == torch.float32 else 2
+    needed = least_generation_bytes(dit_cfg, vae_cfg, grid, 2 if args.cfg != 1 else 1, compute)
+    available = available_memory(device)
+    if available is not None and needed > available:
+        raise InputError(f"a {args.width}x{args.height}, {args.frames}-frame video, whose sampling needs at least "
+                         f"{needed / GIB:.1f} GiB beyond the weights", f"at most the {available / GIB:.1f} GiB "
+                         f"available on {device}", "Use a smaller size or fewer frames; block swap (--vram-budget) "
+                         "only moves weights.")
+
+
+def _context_file(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """--context: a safetensors file with 'context' [1, L, D] (and optionally 'negative_context')."""
+    try:
+        features = load_file(path)
+    except Exception as exc:  # safetensors reports a bad file as several exception types
+        raise InputError(f"--context {path}, which could not be read as safetensors ({exc.__class__.__name__})",
+                         "a safetensors file with a 'context' tensor [1, L, D]") from exc
+    for key in ("context", "negative_context"):
+        value = features.get(key)
+        if (value is None and key == "context") or (value is not None and (value.ndim != 3 or value.shape[0] != 1
+                                                                           or not value.is_floating_point())):
+            found = "no 'context' tensor" if value is None else f"'{key}' of shape {tuple(value.shape)}"
+            raise InputError(f"--context {path} with {found} (keys: {sorted(features)[:6]})",
+                             f"a float '{key}' tensor of shape [1, L, D]")
+    return features["context"], features.get("negative_context")
 
 
 def _swapping(args: argparse.Namespace, device: torch.device) -> bool:
@@ -179,46 +254,29 @@ def _place(args: argparse.Namespace, dit: torch.nn.Module, device: torch.device)
     print(f"DiT placement: {placed.summary()}")
 
 
-def _vae_placement(args: argparse.Namespace, vae: torch.nn.Module, device: torch.device) -> Placement:
-    return Placement(vae, device, args.offload)
-
-
 def _conditioning(args, image, device, dtype):
     """(positive, negative) context from --context, --vlm + --adapter, or --umt5."""
     if args.context:
-        features = load_file(args.context)
-        return features["context"], features.get("negative_context")
-    if args.vlm and args.adapter:
+        return _context_file(args.context)
+    if args.vlm:
         conditioner = vlm_conditioner(args.vlm, args.adapter, args.tokenizer, dtype, device, args.offload)
-    elif args.umt5:
-        conditioner = umt5_conditioner(args.umt5, args.tokenizer, dtype, device, args.offload)
     else:
-        raise UniWorldError("--dit without a text encoder", "--vlm with --adapter, --umt5, or --context",
-                            "Uniworld-OSP2.0 reads the prompt with Qwen2.5-VL; FlashI2V-1.3B with umT5.")
+        conditioner = umt5_conditioner(args.umt5, args.tokenizer, dtype, device, args.offload)
     return conditioner.encode(image, args.prompt, _style_spec(args, all_styles()), args.negative)
 
 
-def _miniature_stack(args, device, attention) -> Stack:
-    """The miniature model, its defaults and, without --image/--prompt, its first example."""
+def _miniature_stack(args, device, attention, image) -> Stack:
     swapping = _swapping(args, device)
     model = miniature.load_miniature(device=torch.device("cpu") if swapping else device, attention=attention,
                                      encoder_device=device)
-    example = (miniature.examples() or [{}])[0]
-    if args.image is None and args.prompt is None:
-        args.image, args.prompt = example.get("image"), example.get("prompt")
-        args.style = args.style or example.get("style")
-    args.prompt = args.prompt or ""
-    _fill(args, miniature.defaults())
-    image = _image(args)
     context, negative = model.conditioner.encode(image, args.prompt, _style_spec(args, model.styles()),
                                                  args.negative)
     if swapping:
         _place(args, model.dit, device)
-    return Stack(model.dit, model.vae, _vae_placement(args, model.vae, device), image, context, negative)
+    return Stack(model.dit, model.vae, Placement(model.vae, device, args.offload), image, context, negative)
 
 
-def _tiny_stack(args, device, attention) -> Stack:
-    _fill(args, TINY)
+def _tiny_stack(args, device, attention, image) -> Stack:
     print(TINY_NOTICE)
     swapping = _swapping(args, device)
     dit, vae = tiny_stack(args.seed, torch.device("cpu") if swapping else device,
@@ -226,31 +284,46 @@ def _tiny_stack(args, device, attention) -> Stack:
     if swapping:
         _place(args, dit, device)
     context, negative = tiny_context(dit.cfg.text_dim, dit.cfg.text_len, args.seed)
-    return Stack(dit, vae, _vae_placement(args, vae, device), _image(args), context, negative)
+    return Stack(dit, vae, Placement(vae, device, args.offload), image, context, negative)
 
 
-def _file_stack(args, device, attention) -> Stack:
-    _fill(args, REPORT)
-    args.prompt = args.prompt or ""
-    if args.vae is None:
-        raise UniWorldError("--dit without --vae", "a Wan2.1 VAE file as well")
+def _file_stack(args, device, attention, image) -> Stack:
     dtype = resolve_dtype(args.precision, device)
     swapping = _swapping(args, device)
     dit = load(args.dit, "dit", "cpu" if swapping else device, dtype, attention).model
     if swapping:
         _place(args, dit, device)
     vae = load(args.vae, "vae", "cpu", torch.float32 if device.type == "cpu" else dtype).model
-    image = _image(args)
     context, negative = _conditioning(args, image, device, dtype)
-    return Stack(dit, vae, _vae_placement(args, vae, device), image, context, negative)
+    return Stack(dit, vae, Placement(vae, device, args.offload), image, context, negative)
+
+
+def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, torch.Tensor]:
+    """Every check of a generate run, before any model is loaded: (preset, output, device, image)."""
+    out = output_path(args.out)
+    check_files(args)
+    preset = _preset(args)
+    _fill(args, miniature.defaults() if preset == "miniature" else TINY if preset == "tiny" else REPORT)
+    if preset == "miniature":
+        _miniature_example(args)
+    args.prompt = args.prompt or ""
+    check_settings(args)
+    _style_spec(args, all_styles([miniature.model_dir()]) if preset == "miniature" else all_styles())
+    device = check_device(args.device)
+    image = check_image(args.image)
+    if image is None:
+        image = demo_image(args.width, args.height, args.seed)
+    if args.context:
+        _context_file(args.context)
+    _check_memory(args, preset, device)
+    return preset, out, device, image
 
 
 def generate_command(args: argparse.Namespace) -> Path:
-    preset = _preset(args)
-    device = pick_device(args.device)
+    preset, out, device, image = _prepare(args)
     attention = get_attention(args.attention, device)
     build = {"miniature": _miniature_stack, "tiny": _tiny_stack, None: _file_stack}[preset]
-    stack = build(args, device, attention)
+    stack = build(args, device, attention, image)
     if preset == "miniature":
         print(f"miniature model: '{args.prompt}', style {args.style or 'none'}, image {args.image or 'procedural'}")
     video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
@@ -264,12 +337,20 @@ def generate_command(args: argparse.Namespace) -> Path:
                                progress=print_progress("sampling"), start=start)
     with stack.vae_place.active():
         frames = decode_frames(stack.vae, latents.to(device), progress=print_progress("decoding"))
-    out = save_webp(frames, Path(args.out).with_suffix(".webp"), args.fps)
-    print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) "
+    written = _write(frames, out, args.fps)
+    print(f"wrote {written} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) "
           f"in {time.perf_counter() - started:.1f} s on {device}")
+    return written
+
+
+def _write(frames: torch.Tensor, out: Path, fps: int) -> Path:
+    """The video as asked (.webp or .mp4); a .webp also gets an .mp4 beside it when PyAV is installed."""
+    if out.suffix.lower() == ".mp4":
+        return save_mp4(frames, out, fps)
+    written = save_webp(frames, out, fps)
     if av_available():
-        print(f"wrote {save_mp4(frames, out.with_suffix('.mp4'), args.fps)}")
-    return out
+        print(f"wrote {save_mp4(frames, out.with_suffix('.mp4'), fps)}")
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,8 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         code = {"generate": generate_command, "inspect": inspect_command, "convert": convert_command,
                 "quantize": quantize_command}[args.command](args)
     except UniWorldError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return 2
+    except KeyboardInterrupt:
+        print_error("interrupted; nothing more was written")
+        return 130
     return code if isinstance(code, int) else 0
 
 

@@ -20,15 +20,42 @@ from .errors import InputError
 MIN_IMAGE_SIDE = 16
 
 
+MAX_IMAGE_PIXELS = 64 * 2**20  # 64 MP: far above any model input, far below a decompression bomb
+
+
 def load_image(path: str | Path) -> torch.Tensor:
-    """Read an image file as [H, W, 3] float in 0..1."""
+    """Read an image file as [H, W, 3] float in 0..1 (16-bit and float images keep their full range)."""
     try:
         with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise InputError(f"'{path}', an image of {width}x{height} pixels", f"at most "
+                                 f"{MAX_IMAGE_PIXELS // 2**20} megapixels", "Downscale it first: the model "
+                                 "sees it at the video's size anyway.")
+            rgb = _as_rgb(img)
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"'{path}', an image beyond Pillow's safety limit ({exc})",
+                         f"at most {MAX_IMAGE_PIXELS // 2**20} megapixels", "Downscale it first.") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"'{path}' could not be read as an image ({exc})",
                          "a PNG, JPEG or WEBP file") from exc
     return torch.from_numpy(rgb)
+
+
+def _as_rgb(img: Image.Image) -> np.ndarray:
+    """[H, W, 3] float32 in 0..1; Pillow's own RGB conversion clips 16-bit images to white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if img.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        grey = np.clip(grey / top, 0, 1)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode == "F":
+        grey = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        grey = np.clip(grey / max(float(grey.max()), 1.0), 0, 1)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
 def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -11,9 +11,9 @@ that puts a loaded DiT on a device under a budget). May import `model`,
 from .blockswap import BlockSwap, SwapStats
 from .offload import Placement, release_cached_memory
 from .placement import AUTO, DiTPlacement, free_memory, place_dit
-from .planner import MemoryPlan, plan_block_swap
+from .planner import MemoryPlan, least_generation_bytes, plan_block_swap
 
 __all__ = [
     "BlockSwap", "SwapStats", "Placement", "release_cached_memory", "AUTO", "DiTPlacement", "free_memory",
-    "place_dit", "MemoryPlan", "plan_block_swap",
+    "place_dit", "MemoryPlan", "plan_block_swap", "least_generation_bytes",
 ]

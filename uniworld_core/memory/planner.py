@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..model.config import DiTConfig
+from ..model.config import DiTConfig, VAEConfig
 from .blockswap import block_bytes
 
 GIB = 2**30
@@ -29,6 +29,21 @@ def activation_bytes(cfg: DiTConfig, latent_grid: tuple[int, int, int], batch: i
     attention = 4 * tokens * cfg.dim * compute_bytes  # q, k, v, output
     ffn = tokens * cfg.ffn_dim * compute_bytes * 2  # hidden layer and its activation
     return batch * (residual + max(attention, ffn))
+
+
+def least_generation_bytes(cfg: DiTConfig, vae_cfg: VAEConfig, latent_grid: tuple[int, int, int],
+                           batch: int = 2, compute_bytes: int = 4) -> int:
+    """A lower bound on the memory one generation needs beyond the weights.
+
+    The DiT's activations for one forward (cond+uncond batch) and one tensor of
+    the VAE decoder at full resolution (its widest stage, 4 frames and the 2
+    cached ones). Used to refuse an impossible size before allocating anything,
+    so it errs low: a real run needs more.
+    """
+    frames, height, width = latent_grid
+    pixels = height * vae_cfg.spatial_factor * width * vae_cfg.spatial_factor
+    decoder = vae_cfg.base_dim * vae_cfg.dim_mult[0] * (vae_cfg.temporal_factor + 2) * pixels * compute_bytes
+    return activation_bytes(cfg, latent_grid, batch, compute_bytes) + decoder
 
 
 @dataclass

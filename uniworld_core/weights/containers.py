@@ -17,6 +17,7 @@ import re
 import struct
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,18 @@ def _numel(shape: tuple[int, ...]) -> int:
     for s in shape:
         n *= s
     return n
+
+
+@contextmanager
+def naming_the_file(path: str | Path) -> Iterator[None]:
+    """Every CheckpointError raised inside names the file it is about (prefixed when it does not already)."""
+    try:
+        yield
+    except CheckpointError as exc:
+        name = Path(path).name
+        if name in str(exc):
+            raise
+        raise CheckpointError(f"'{name}': {exc.found}", exc.expected, exc.fix) from exc
 
 
 def _bad(path: Path, found: str, fix: str = "Re-download or re-export the file.") -> CheckpointError:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
-from .containers import open_weights
+from .containers import naming_the_file, open_weights
 from .keymaps import DIFFUSERS_DIT_RULES, rename
 
 PAIR = re.compile(r"^(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(\.default)?\.weight$")
@@ -153,6 +153,11 @@ def _group(keys: list[str]) -> tuple[dict[str, dict[str, str]], list[str]]:
 
 def read_lora(path, model: nn.Module, strength: float = 1.0) -> LoraPatches:
     """The patches a LoRA file makes to `model` (module name -> patches); unapplied keys are warned about."""
+    with naming_the_file(path):
+        return _read_lora(path, model, strength)
+
+
+def _read_lora(path, model: nn.Module, strength: float) -> LoraPatches:
     wf = open_weights(path)
     names = dict(model.named_modules())
     underscored = {n.replace(".", "_"): n for n in names if n}

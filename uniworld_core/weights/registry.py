@@ -32,7 +32,7 @@ from ..model.flashi2v import reset_fourier_embedding
 from ..model.vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WanVAE, _stat
 from ..quant.gguf_decode import BLOCKS
 from ..quant.layers import FP8_DTYPES, install_fp8_linears, install_gguf_layers
-from .containers import COMPANION_SUFFIXES, WeightFile, in_memory, open_weights
+from .containers import COMPANION_SUFFIXES, WeightFile, in_memory, naming_the_file, open_weights
 from .detect import Identified, identify
 from .umt5 import SPIECE_KEY, build_umt5, load_umt5_tokenizer, spiece_tokenizer
 from .vlm import adapter_from, load_vlm
@@ -239,6 +239,20 @@ def _load_dit(wf: WeightFile, ident: Identified, device: torch.device, dtype: to
     return Loaded(model, ident.kind, description, notes)
 
 
+def _latent_stat(wf: WeightFile, key: str, default: list[float], z_dim: int) -> list[float]:
+    """Per-channel latent statistics from the file's metadata (z_dim numbers), else `default`."""
+    if key not in wf.metadata:
+        return default
+    try:
+        values = [float(v) for v in json.loads(wf.metadata[key])]
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"'{wf.path.name}' with '{key}' metadata that is not a list of numbers",
+                              f"{z_dim} numbers as JSON", "Re-export the VAE, or remove the entry.") from exc
+    if len(values) != z_dim:
+        raise CheckpointError(f"'{wf.path.name}' with {len(values)} '{key}' values", f"{z_dim}, one per latent channel")
+    return values
+
+
 def _load_vae(wf: WeightFile, ident: Identified, device: torch.device, dtype: torch.dtype,
               attention: AttentionFn, num_heads: int | None = None) -> Loaded:
     cfg = _infer(infer_vae_config, ident.shapes(wf))
@@ -246,8 +260,8 @@ def _load_vae(wf: WeightFile, ident: Identified, device: torch.device, dtype: to
         model = WanVAE(cfg)
     _assign(model, _stream_state(wf, ident, model, dtype, device), ident, "VAE")
     # a retrained VAE carries its own latent statistics in the metadata; else Wan2.1's public ones
-    mean = json.loads(wf.metadata["latents_mean"]) if "latents_mean" in wf.metadata else WAN21_LATENTS_MEAN
-    std = json.loads(wf.metadata["latents_std"]) if "latents_std" in wf.metadata else WAN21_LATENTS_STD
+    mean = _latent_stat(wf, "latents_mean", WAN21_LATENTS_MEAN, cfg.z_dim)
+    std = _latent_stat(wf, "latents_std", WAN21_LATENTS_STD, cfg.z_dim)
     model.register_buffer("latents_mean", _stat(mean).to(device), persistent=False)
     model.register_buffer("latents_std", _stat(std).to(device), persistent=False)
     model = cast_model(model.eval(), dtype, device)
@@ -288,19 +302,20 @@ def load(path: str | Path, expect: str | None = None, device: torch.device | str
     is a folder of tokenizer files for a text encoder given as a single file
     (a folder model brings its own); the result's `processor` holds it.
     """
-    if expect == "vlm":
-        return _load_vlm(Path(path), torch.device(device), dtype, tokenizer)
-    wf = open_weights(path)
-    _check_gguf(wf)
-    ident = identify(wf)
-    _check_kind(ident, expect, wf.path)
-    loader = LOADERS[KIND_LOADER[ident.kind]]
-    loaded = loader(wf, ident, torch.device(device), dtype, attention, num_heads)
-    if ident.kind == "umt5":  # a given folder wins over the file's own tokenizer
-        folder = tokenizer or (Path(path) if Path(path).is_dir() and loaded.processor is None else None)
-        if folder is not None:
-            loaded.processor = load_umt5_tokenizer(folder)
-    return loaded
+    with naming_the_file(path):
+        if expect == "vlm":
+            return _load_vlm(Path(path), torch.device(device), dtype, tokenizer)
+        wf = open_weights(path)
+        _check_gguf(wf)
+        ident = identify(wf)
+        _check_kind(ident, expect, wf.path)
+        loader = LOADERS[KIND_LOADER[ident.kind]]
+        loaded = loader(wf, ident, torch.device(device), dtype, attention, num_heads)
+        if ident.kind == "umt5":  # a given folder wins over the file's own tokenizer
+            folder = tokenizer or (Path(path) if Path(path).is_dir() and loaded.processor is None else None)
+            if folder is not None:
+                loaded.processor = load_umt5_tokenizer(folder)
+        return loaded
 
 
 def _load_vlm(source: Path, device: torch.device, dtype: torch.dtype, tokenizer: str | Path | None) -> Loaded:
@@ -309,6 +324,23 @@ def _load_vlm(source: Path, device: torch.device, dtype: torch.dtype, tokenizer:
     return Loaded(model.to(device), "vlm", f"Qwen2.5-VL ({text.num_hidden_layers} layers, hidden "
                   f"{text.hidden_size}{', no vision tower' if model.model.visual is None else ''})",
                   processor=processor)
+
+
+def peek_config(path: str | Path, expect: str):
+    """The DiTConfig / VAEConfig of a 'dit' or 'vae' file from its header alone (no tensor is read).
+
+    Refuses a file of another kind with the loader's own message, so a wrong
+    file is caught before anything heavy runs.
+    """
+    wf = open_weights(path)
+    _check_gguf(wf)
+    ident = identify(wf)
+    _check_kind(ident, expect, wf.path)
+    if expect == "vae":
+        return _infer(infer_vae_config, ident.shapes(wf))
+    declared = _declared(wf, "dit_config")
+    return _infer(infer_dit_config, ident.shapes(wf), num_heads=declared.get("num_heads"),
+                  text_len=declared.get("text_len"))
 
 
 def load_dit(path: str | Path, device: torch.device | str, dtype: torch.dtype,
@@ -342,6 +374,11 @@ def inspect_file(path: str | Path) -> dict:
     `problems` lists missing tensors and tensors whose shape disagrees with the
     rest of the file (the config is inferred from the tensors that agree).
     """
+    with naming_the_file(path):
+        return _inspect(path)
+
+
+def _inspect(path: str | Path) -> dict:
     wf = open_weights(path)
     ident = identify(wf)
     report = {"file": str(wf.path), "format": wf.format, "kind": ident.kind_name,
