@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,29 +17,16 @@ import torch
 from .device import pick_device
 from .errors import InputError
 from .media import av_available, load_image
+from .sampling.defaults import LIMITS, Limits
 
 OUT_SUFFIXES = (".webp", ".mp4")
 DEFAULT_OUT_NAME = "uniworld.webp"
 DEVICE_TYPES = ("auto", "cpu", "cuda", "mps", "npu")
 
 
-@dataclass(frozen=True)
-class Range:
-    low: float
-    high: float
-    meaning: str
-
-
-# What every numeric setting may be (the nodes' widgets use the same bounds).
-RANGES = {
-    "width": Range(16, 4096, "pixels, a multiple of 16"), "height": Range(16, 4096, "pixels, a multiple of 16"),
-    "frames": Range(5, 1025, "frames, of the form 4k+1"), "steps": Range(1, 1000, "Euler steps"),
-    "cfg": Range(1.0, 30.0, "guidance scale (1 = off)"), "shift": Range(0.1, 50.0, "time shift"),
-    "fourier_ratio": Range(0.0, 1.0, "share of spectral energy"), "fps": Range(1, 240, "frames per second"),
-    "style_strength": Range(0.0, 1.0, "style strength"), "seed": Range(0, 2**64 - 1, "noise seed"),
-    "vram_budget": Range(1e-6, 1e6, "GiB"), "blocks_to_swap": Range(-1, 1000, "blocks (-1 = planned)"),
-    "prefetch_blocks": Range(0, 64, "blocks"),
-}
+# What every numeric option may be: the settings' limits (shared with the nodes' widgets) and the memory ones.
+RANGES = {**LIMITS, "vram_budget": Limits(1e-6, 1e6, "GiB"), "prefetch_blocks": Limits(0, 64, "blocks"),
+          "blocks_to_swap": Limits(-1, 1000, "blocks (-1 = planned)")}
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -34,6 +34,23 @@ class Defaults:
         return 1 + (self.frames - 1) // temporal, self.height // spatial, self.width // spatial
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What a setting may be: the command line checks it, the ComfyUI widgets use it as min/max."""
+
+    low: float
+    high: float
+    meaning: str
+
+
+LIMITS = {
+    "width": Limits(16, 4096, "pixels, a multiple of 16"), "height": Limits(16, 4096, "pixels, a multiple of 16"),
+    "frames": Limits(5, 1025, "frames, of the form 4k+1"), "steps": Limits(1, 1000, "Euler steps"),
+    "cfg": Limits(1.0, 30.0, "guidance scale (1 = off)"), "shift": Limits(0.1, 50.0, "time shift"),
+    "fourier_ratio": Limits(0.0, 1.0, "share of spectral energy"), "fps": Limits(1, 240, "frames per second"),
+    "style_strength": Limits(0.0, 1.0, "style strength"), "seed": Limits(0, 2**64 - 1, "noise seed"),
+}
+
 REPORT = Defaults()
 # The random-weight `tiny` stack: a quick run that proves the pipeline.
 TINY = replace(REPORT, width=160, height=96, frames=17, steps=8)
