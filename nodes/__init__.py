@@ -1,6 +1,9 @@
 """The thin ComfyUI layer: node classes that call uniworld_core (no model math here)."""
 
-from . import encode, loaders, sampling, vae_nodes
+from . import comfy_env, encode, loaders, sampling, vae_nodes
+
+# Inside ComfyUI, list .gguf DiTs, sharded index files and model/tokenizer folders under keys of our own.
+comfy_env.register_model_folders()
 
 _ALL = {**loaders.NODES, **encode.NODES, **sampling.NODES, **vae_nodes.NODES}
 

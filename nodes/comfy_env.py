@@ -11,7 +11,6 @@ and a console progress line.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from pathlib import Path
 
@@ -22,7 +21,15 @@ from ..uniworld_core.errors import InputError
 from ..uniworld_core.memory import release_cached_memory
 from ..uniworld_core.presets import miniature
 
-MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf", ".json")
+# ComfyUI's own `folder_paths.supported_pt_extensions`, for listing the same files outside ComfyUI.
+PT_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
+# The ComfyUI model folders the pack reads, each under a key of its own in `folder_paths` (sharing the
+# folder's path list, as ComfyUI-GGUF does for its `.gguf` keys), with the extensions ComfyUI's key does
+# not list: GGUF DiTs, sharded checkpoints' index files, and the files that mark model and tokenizer
+# folders (config.json, tokenizer.json, spiece.model). ComfyUI's own keys stay as they are.
+PACK_FOLDERS = {"diffusion_models": ("uniworld_diffusion_models", (".gguf", ".json")),
+                "text_encoders": ("uniworld_text_encoders", (".json", ".model")),
+                "vae": ("uniworld_vae", (".json",))}
 
 
 def _optional(name: str):
@@ -30,6 +37,18 @@ def _optional(name: str):
         return importlib.import_module(name)
     except ImportError:
         return None
+
+
+def register_model_folders() -> None:
+    """Give each model folder the pack reads its own key in ComfyUI's `folder_paths` (idempotent)."""
+    folder_paths = _optional("folder_paths")
+    if folder_paths is None:
+        return
+    registry = folder_paths.folder_names_and_paths
+    for folder, (key, extra) in PACK_FOLDERS.items():
+        if folder in registry:
+            paths, extensions = registry[folder]
+            registry[key] = (paths, set(extensions) | set(extra))
 
 
 def models_root() -> Path:
@@ -50,6 +69,11 @@ def builtin_models(kind: str) -> list[str]:
     return [name for name in miniature.COMFY_FOLDERS.get(kind, ()) if (miniature.model_dir() / name).exists()]
 
 
+def builtin_style_folders() -> list[Path]:
+    """Folders with the installed miniature model's own styles (neon, pencil sketch, photo)."""
+    return [miniature.model_dir()] if miniature.available() else []
+
+
 def model_dirs(kind: str) -> list[Path]:
     """Where models of a kind are looked up: ComfyUI's folders (or ./models/kind), then the built-in model."""
     folder_paths = _optional("folder_paths")
@@ -58,46 +82,71 @@ def model_dirs(kind: str) -> list[Path]:
     return roots + ([miniature.model_dir()] if builtin_models(kind) else [])
 
 
-def list_models(kind: str, folders: bool = False) -> list[str]:
-    """Model file names (and, with `folders`, model sub-folders) of a ComfyUI model folder."""
-    names: set[str] = set()
+def _scan(root: Path, extensions) -> list[str]:
+    """Relative names of the files under `root` with one of `extensions`, as ComfyUI lists a folder."""
+    if not root.is_dir():
+        return []
+    found = []
+    for folder, subdirs, files in os.walk(root, followlinks=True):
+        subdirs[:] = [d for d in subdirs if d != ".git"]
+        found += [os.path.relpath(os.path.join(folder, f), root) for f in files
+                  if os.path.splitext(f)[1].lower() in extensions]
+    return sorted(found)
+
+
+def folder_entries(kind: str) -> list[tuple[Path, str]]:
+    """(root, relative name) of every file listed for the pack in a model folder, built-in model included.
+
+    Inside ComfyUI the names come from `folder_paths.get_filename_list` under the
+    pack's key (so extra_model_paths.yaml folders and ComfyUI's cache apply); a
+    name belongs to the first folder that has it, as in `get_full_path`.
+    """
     folder_paths = _optional("folder_paths")
-    if folder_paths is not None:
-        names.update(n for n in folder_paths.get_filename_list(kind) if n.endswith(MODEL_SUFFIXES))
-    names.update(builtin_models(kind))
-    for root in model_dirs(kind):
-        if not root.is_dir() or root == miniature.model_dir():
-            continue
-        if folder_paths is None:
-            names.update(str(p.relative_to(root)) for p in root.rglob("*")
-                         if p.is_file() and p.suffix in MODEL_SUFFIXES and "/" not in str(p.relative_to(root)))
-        if folders:
-            names.update(p.name for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file())
-    return sorted(names)
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.json")
-
-
-def list_tokenizer_folders(kind: str = "text_encoders") -> list[str]:
-    """Sub-folders that hold tokenizer files (a model folder, or a tokenizer-only folder)."""
-    names = set()
-    for root in model_dirs(kind):
-        if root.is_dir():
-            names.update(p.name for p in root.iterdir()
-                         if p.is_dir() and any((p / f).is_file() for f in TOKENIZER_FILES))
-    return sorted(names)
+    key, extra = PACK_FOLDERS.get(kind, (kind, ()))
+    if folder_paths is None:
+        root = models_root() / kind
+        entries = [(root, name) for name in _scan(root, PT_EXTENSIONS | set(extra))]
+    else:
+        register_model_folders()
+        roots = [Path(p) for p in folder_paths.get_folder_paths(key)]
+        entries = []
+        for name in folder_paths.get_filename_list(key):
+            root = next((r for r in roots if (r / name).is_file()), None)
+            if root is not None:
+                entries.append((root, name))
+    home = miniature.model_dir()
+    for name in builtin_models(kind):  # a built-in folder (toy_vlm) is listed by its files, like any other
+        path = home / name
+        names = [os.path.join(name, f) for f in _scan(path, {".json", ".safetensors"})] if path.is_dir() else [name]
+        entries += [(home, n) for n in names]
+    return entries
 
 
 def model_path(kind: str, name: str) -> Path:
     """Full path of a listed model, or an error naming the folder it should be in."""
     for root in model_dirs(kind):
         candidate = root / name
-        if candidate.exists():
+        if _stays_inside(name) and candidate.exists():
             return candidate
     folders = ", ".join(str(d) for d in model_dirs(kind))
     raise InputError(f"the model '{name}' is not in models/{kind}", f"a file or folder in {folders}",
                      "Download it into that folder (the workflow's Note lists where each file comes from).")
+
+
+def _stays_inside(name: str) -> bool:
+    """Whether a model name stays inside its folder, as ComfyUI's get_full_path keeps names (a linked file
+    may still live elsewhere)."""
+    norm = os.path.normpath(name)
+    return not os.path.isabs(norm) and norm != os.pardir and not norm.startswith(os.pardir + os.sep)
+
+
+def model_problem(kind: str, name: str) -> str | bool:
+    """For VALIDATE_INPUTS: True when the model is in its folder, else what is wrong and what to do."""
+    try:
+        model_path(kind, name)
+    except InputError as exc:
+        return str(exc)
+    return True
 
 
 def compute_device() -> torch.device:
@@ -160,8 +209,9 @@ def progress_hook(total: int, preview=None):
 
 def comfy_qwen_tokenizer_dir() -> Path | None:
     """ComfyUI's bundled Qwen2.5 tokenizer folder, when running inside ComfyUI."""
-    spec = importlib.util.find_spec("comfy")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "text_encoders" / "qwen25_tokenizer"
-    return folder if folder.is_dir() else None
+    comfy = _optional("comfy")  # a namespace package inside ComfyUI: its __path__ is the comfy/ folder
+    for base in getattr(comfy, "__path__", None) or ():
+        folder = Path(base) / "text_encoders" / "qwen25_tokenizer"
+        if folder.is_dir():
+            return folder
+    return None

@@ -10,13 +10,15 @@ from .types import CATEGORY, COND, STYLE, TEXT_ENCODER, Condition, spec
 NO_STYLE = "none"
 STYLE_TOOLTIP = "The 12 Uniworld-OSP2.0 styles:\n" + "\n".join(
     f"- {s.name}: {s.description}" for s in BUILTIN_STYLES) + (
+    "\nWith the built-in miniature model installed, its toy-world styles (photo, neon, pencil sketch) too."
     "\nCustom styles: add them to uniworld_styles.json in the models folder.")
 NEGATIVE_TOOLTIP = ("What to steer away from. Empty = the official negative prompt; with a style, "
                     "without its terms 'style, works, paintings, images', which fight stylisation.")
 
 
 def _styles() -> dict[str, Style]:
-    return all_styles([comfy_env.models_folder()])
+    """Built-in styles, the miniature model's own (when installed), then the user's (which win on a name)."""
+    return all_styles([*comfy_env.builtin_style_folders(), comfy_env.models_folder()])
 
 
 def _encode(text_encoder, kind: str, image, prompt: str, negative_prompt: str, style):

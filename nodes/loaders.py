@@ -17,17 +17,37 @@ from ..uniworld_core import (
 )
 from ..uniworld_core.conditioning import MODES
 from ..uniworld_core.model import available_backends
-from . import comfy_env
+from . import comfy_env, model_files
 from .types import CATEGORY, DIT, TEXT_ENCODER, VAE, DiTHandle, TextEncoderHandle, VAEHandle, spec
 
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
 
 SAME_FOLDER = "(tokenizer in the model folder)"
 COMFY_TOKENIZER = "(ComfyUI's bundled Qwen2.5 tokenizer)"
+UMT5_OWN_TOKENIZER = "(tokenizer in the model file or folder)"
 
 
 def _precision(name: str):
     return resolve_dtype(name, comfy_env.compute_device())
+
+
+def models(kind: str, kinds: tuple[str, ...], folders: bool = True) -> list[str]:
+    """What a loader offers from a ComfyUI model folder: only files and folders of its kinds."""
+    return model_files.offered(comfy_env.folder_entries(kind), kinds, folders)
+
+
+def _present(kind: str, **names: str) -> bool | str:
+    """VALIDATE_INPUTS of a loader: a named model need only be in its folder.
+
+    ComfyUI then skips its own "value not in list" check for these inputs, so a
+    file of another kind picked anyway (an older workflow, an API prompt) reaches
+    the loader and gets its explanation of what the file is.
+    """
+    for input_name, name in names.items():
+        problem = comfy_env.model_problem(kind, name)
+        if problem is not True:
+            return f"{input_name}: {problem}"
+    return True
 
 
 class UniWorldDiTLoader:
@@ -43,7 +63,8 @@ class UniWorldDiTLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "dit_name": spec(comfy_env.list_models("diffusion_models"), "DiT weights in models/diffusion_models.",
+            "dit_name": spec(models("diffusion_models", model_files.DIT), "FlashI2V / Uniworld-OSP2.0 DiT "
+                             "weights in models/diffusion_models (safetensors, sharded index, .pt, GGUF, fp8).",
                              model_folder="diffusion_models"),
             "precision": spec(PRECISIONS, "Compute precision: auto = bf16 on GPUs, fp32 on the CPU. fp8 "
                               "files keep their fp8 weights either way.", default="auto"),
@@ -58,6 +79,10 @@ class UniWorldDiTLoader:
             "prefetch_blocks": spec("INT", "How many swapped blocks are copied ahead of use.", default=1,
                                     min=0, max=8),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, dit_name):
+        return _present("diffusion_models", dit_name=dit_name)
 
     def load(self, dit_name, precision, attention, blocks_to_swap=AUTO, prefetch_blocks=1):
         device = comfy_env.compute_device()
@@ -86,7 +111,7 @@ class UniWorldVAELoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae_name": spec(comfy_env.list_models("vae", folders=True), "Wan2.1 VAE weights in models/vae.",
+            "vae_name": spec(models("vae", model_files.VAE), "Wan2.1 VAE weights in models/vae.",
                              model_folder="vae"),
             "precision": spec(PRECISIONS, "VAE precision: auto = bf16 on GPUs, fp32 on the CPU.",
                               default="auto"),
@@ -94,18 +119,28 @@ class UniWorldVAELoader:
             "offload": spec("BOOLEAN", "Keep the VAE in CPU RAM between encodes/decodes.", default=False),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, vae_name):
+        return _present("vae", vae_name=vae_name)
+
     def load(self, vae_name, precision, offload=False):
         loaded = load(comfy_env.model_path("vae", vae_name), "vae", "cpu", _precision(precision))
         placement = Placement(loaded.model, comfy_env.compute_device(), offload)
         return (VAEHandle(loaded.model, loaded.description, placement),)
 
 
-def _tokenizer_choices() -> list[str]:
-    return [SAME_FOLDER, COMFY_TOKENIZER, *comfy_env.list_tokenizer_folders()]
+def _tokenizer_choices(family: str) -> list[str]:
+    """The tokenizer combo: where-the-model-keeps-it first, then folders holding a tokenizer of `family`."""
+    special = [SAME_FOLDER, COMFY_TOKENIZER] if family == "qwen" else [UMT5_OWN_TOKENIZER]
+    return special + model_files.tokenizer_folders(comfy_env.folder_entries("text_encoders"), family)
+
+
+def _tokenizer_present(choice: str, special: tuple[str, ...]) -> bool | str:
+    return True if choice in special else _present("text_encoders", tokenizer=choice)
 
 
 def _tokenizer_folder(choice: str, model_source):
-    if choice == SAME_FOLDER:
+    if choice in (SAME_FOLDER, UMT5_OWN_TOKENIZER):
         if model_source.is_dir():
             return model_source
         return comfy_env.comfy_qwen_tokenizer_dir()  # a single file: ComfyUI's bundled tokenizer, if any
@@ -130,13 +165,13 @@ class UniWorldVLMLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vlm": spec(comfy_env.list_models("text_encoders", folders=True),
+            "vlm": spec(models("text_encoders", model_files.VLM),
                         "Qwen2.5-VL-7B-Instruct folder or single file in models/text_encoders.",
                         model_folder="text_encoders"),
-            "adapter_name": spec(comfy_env.list_models("diffusion_models"),
+            "adapter_name": spec(models("diffusion_models", model_files.ADAPTER),
                                  "The Uniworld-OSP2.0 encoder adapter (fc1/fc2) in models/diffusion_models.",
                                  model_folder="diffusion_models"),
-            "tokenizer": spec(_tokenizer_choices(), "Where the tokenizer files are: the model folder (for a "
+            "tokenizer": spec(_tokenizer_choices("qwen"), "Where the tokenizer files are: the model folder (for a "
                               "single file: ComfyUI's bundled Qwen2.5 tokenizer), ComfyUI's bundled tokenizer, "
                               "or another folder.", default=SAME_FOLDER),
             "precision": spec(PRECISIONS, "VLM precision (auto = bf16 on GPUs).", default="auto"),
@@ -145,6 +180,12 @@ class UniWorldVLMLoader:
                          default="official"),
             "offload": spec("BOOLEAN", "Keep the 15 GB VLM in CPU RAM between encodings.", default=True),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, vlm, adapter_name, tokenizer):
+        found = _present("text_encoders", vlm=vlm)
+        found = found if found is not True else _present("diffusion_models", adapter_name=adapter_name)
+        return found if found is not True else _tokenizer_present(tokenizer, (SAME_FOLDER, COMFY_TOKENIZER))
 
     def load(self, vlm, adapter_name, tokenizer, precision, mode, offload):
         comfy_env.make_room()
@@ -156,7 +197,8 @@ class UniWorldVLMLoader:
 
 
 class UniWorldT5Loader:
-    DESCRIPTION = "Loads umT5-XXL (official .pth, Hugging Face folder or ComfyUI file) for FlashI2V-1.3B."
+    DESCRIPTION = ("Loads umT5-XXL (official .pth, Hugging Face folder or ComfyUI's umt5_xxl file, which "
+                   "carries its own tokenizer) for FlashI2V-1.3B.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (TEXT_ENCODER,)
@@ -166,21 +208,24 @@ class UniWorldT5Loader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "t5_name": spec(comfy_env.list_models("text_encoders", folders=True),
+            "t5_name": spec(models("text_encoders", model_files.UMT5),
                             "umT5 weights (file or folder) in models/text_encoders.", model_folder="text_encoders"),
-            "tokenizer": spec(_tokenizer_choices(), "Folder with the umT5 tokenizer files.",
-                              default=SAME_FOLDER),
+            "tokenizer": spec(_tokenizer_choices("t5"), "The umT5 tokenizer: the one in the model (ComfyUI's "
+                              "umt5_xxl files and Hugging Face folders carry it), or a folder with its files "
+                              "(for the official .pth).", default=UMT5_OWN_TOKENIZER),
             "precision": spec(PRECISIONS, "Encoder precision (auto = bf16 on GPUs).", default="auto"),
             "offload": spec("BOOLEAN", "Keep umT5 in CPU RAM between encodings.", default=True),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, t5_name, tokenizer):
+        found = _present("text_encoders", t5_name=t5_name)
+        return found if found is not True else _tokenizer_present(tokenizer, (UMT5_OWN_TOKENIZER, SAME_FOLDER))
+
     def load(self, t5_name, tokenizer, precision, offload):
         comfy_env.make_room()
         source = comfy_env.model_path("text_encoders", t5_name)
-        folder = _tokenizer_folder(tokenizer, source)
-        if folder is None:
-            raise InputError(f"a single umT5 file '{t5_name}' with no tokenizer folder",
-                             "a tokenizer folder", "Pick the folder holding the umT5 tokenizer files.")
+        folder = None if tokenizer in (UMT5_OWN_TOKENIZER, SAME_FOLDER) else _tokenizer_folder(tokenizer, source)
         conditioner = umt5_conditioner(source, folder, _precision(precision), comfy_env.compute_device(), offload)
         return (TextEncoderHandle(conditioner, "umt5", f"umT5 ({t5_name})"),)
 
@@ -198,10 +243,15 @@ class UniWorldLoRALoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": spec(DIT, "The DiT (or the output of another LoRA loader)."),
-            "lora_name": spec(comfy_env.list_models("loras"), "LoRA file in models/loras.", model_folder="loras"),
+            "lora_name": spec(models("loras", model_files.LORA, folders=False), "LoRA file in models/loras.",
+                              model_folder="loras"),
             "strength": spec("FLOAT", "How strongly the LoRA applies (0 = off, negative inverts).",
                              default=1.0, min=-4.0, max=4.0, step=0.05),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora_name):
+        return _present("loras", lora_name=lora_name)
 
     def apply(self, model, lora_name, strength):
         if strength == 0:

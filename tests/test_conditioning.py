@@ -279,6 +279,33 @@ def test_single_file_without_vision_runs_official_mode_only(vlm, adapter, tokeni
         VLMEncoder(model, processor, adapter, mode="full_vision")
 
 
+def test_single_file_vision_tower_widths_are_read_from_the_file(tmp_path, tokenizer_dir):
+    """No config given: the vision tower's depth and widths come from the file (80-wide heads, as Qwen2.5-VL's)."""
+    from comfyui_standins import tiny_qwen25vl
+
+    source = tiny_qwen25vl(vocab_size=len(make_processor(tokenizer_dir).tokenizer))  # 1 block, 160 wide, 2 heads
+    path = tmp_path / "qwen_2.5_vl_small_vision.safetensors"
+    _comfy_single_file(source, path, fp8=True)
+    model, processor = load_vlm(path, dtype=torch.float32, tokenizer_dir=tokenizer_dir)
+    vision = model.config.vision_config
+    assert (vision.depth, vision.hidden_size, vision.num_heads, vision.intermediate_size,
+            vision.out_hidden_size) == (1, 160, 2, 48, 128)
+    head = EncoderAdapter(128, 48, 40).eval()
+    expected = VLMEncoder(source, processor, head).encode(image(0), "a cat walks")
+    assert torch.allclose(VLMEncoder(model, processor, head).encode(image(0), "a cat walks"), expected, atol=0.05)
+
+
+def test_the_qwen25vl_chat_template_is_ours_whatever_the_tokenizer_carries(tmp_path):
+    """ComfyUI's bundled Qwen2.5 tokenizer carries a text-only chat template, which fails on an image part."""
+    from comfyui_standins import write_bundled_qwen_tokenizer
+
+    processor = make_processor(write_bundled_qwen_tokenizer(tmp_path / "qwen25_tokenizer"))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "a cat walks"}]}]
+    assert processor.apply_chat_template(messages) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>a cat walks<|im_end|>\n<|im_start|>assistant\n")
+
+
 def test_adapter_files(adapter, tmp_path):
     from safetensors.torch import save_file
 

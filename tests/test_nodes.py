@@ -1,8 +1,10 @@
 """The ComfyUI node pack: definitions, workflows end to end, interrupts, bad workflows.
 
 The pack is imported the way ComfyUI imports a custom-node folder (a package
-named after a folder with dashes in it), with fake `folder_paths` and `comfy`
-modules standing in for ComfyUI.
+named after a folder with dashes in it), with stand-ins of `folder_paths` and
+`comfy` that behave as ComfyUI's do (tests/comfyui_standins.py): only files with
+registered extensions are listed, and the bundled Qwen2.5 tokenizer carries a
+text-only chat template.
 """
 
 from __future__ import annotations
@@ -15,62 +17,19 @@ import json
 import shutil
 import subprocess
 import sys
-import types
 import weakref
 from pathlib import Path
 
 import pytest
 import torch
+from comfyui_standins import ComfyStandIn, write_model_files
 from conftest import REPO
 from PIL import Image
-from safetensors.torch import save_file
 
 from uniworld_core.presets.miniature import FILES, examples
 
 WORKFLOWS = sorted(p for p in (REPO / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
 WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN")
-
-
-class FakeComfy:
-    """Minimal folder_paths / comfy.utils / comfy.model_management for tests."""
-
-    def __init__(self, models: Path):
-        self.models, self.progress, self.interrupt_at = models, [], None
-        self.step = 0
-
-    def install(self, monkeypatch) -> None:
-        folder_paths = types.ModuleType("folder_paths")
-        folder_paths.models_dir = str(self.models)
-        folder_paths.get_folder_paths = lambda kind: [str(self.models / kind)]
-        folder_paths.get_filename_list = lambda kind: sorted(
-            p.name for p in (self.models / kind).glob("*") if p.is_file()) if (self.models / kind).is_dir() else []
-        comfy = types.ModuleType("comfy")
-        comfy.__path__ = []
-        utils = types.ModuleType("comfy.utils")
-        fake = self
-
-        class ProgressBar:
-            def __init__(self, total):
-                self.total = total
-
-            def update_absolute(self, value, total=None, preview=None):
-                fake.progress.append((value, total, preview))
-
-        utils.ProgressBar = ProgressBar
-        mm = types.ModuleType("comfy.model_management")
-        mm.get_torch_device = lambda: torch.device("cpu")
-        mm.unload_all_models = lambda: None
-        mm.soft_empty_cache = lambda: None
-
-        def throw_if_interrupted():
-            fake.step += 1
-            if fake.interrupt_at is not None and fake.step > fake.interrupt_at:
-                raise InterruptedError("Processing interrupted")
-
-        mm.throw_exception_if_processing_interrupted = throw_if_interrupted
-        for name, module in {"folder_paths": folder_paths, "comfy": comfy, "comfy.utils": utils,
-                             "comfy.model_management": mm}.items():
-            monkeypatch.setitem(sys.modules, name, module)
 
 
 def load_pack_like_comfyui(tmp_path: Path, name: str = "ComfyUI-UniWorld-OSP2"):
@@ -88,7 +47,7 @@ def load_pack_like_comfyui(tmp_path: Path, name: str = "ComfyUI-UniWorld-OSP2"):
 
 @pytest.fixture
 def pack(tmp_path, monkeypatch):
-    fake = FakeComfy(tmp_path / "models")
+    fake = ComfyStandIn(tmp_path / "comfyui")
     fake.install(monkeypatch)
     module = load_pack_like_comfyui(tmp_path)
     module.fake = fake
@@ -149,6 +108,9 @@ def test_workflow_ui_converts_to_the_shipped_api_file(pack, path):
     assert converted == api
 
 
+COMFY_MODEL_FOLDERS = {"diffusion_models", "text_encoders", "vae", "loras"}
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_files_are_shareable(path):
     text = path.read_text()
@@ -156,84 +118,56 @@ def test_workflow_files_are_shareable(path):
     assert ui["version"] == 0.4
     allowed_core = {"LoadImage", "CreateVideo", "SaveVideo", "Note"}
     assert all(n["type"].startswith("UniWorld") or n["type"] in allowed_core for n in ui["nodes"])
-    assert any(n["type"] == "Note" for n in ui["nodes"])
+    notes = "\n".join(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "Note")
+    assert notes
+    urls = []
     for node in ui["nodes"]:
-        builtin = set(FILES.values()) & set(map(str, node.get("widgets_values", [])))
-        if node["type"].endswith("Loader") and node["type"] != "UniWorldLoRALoader" and not builtin:
-            models = node["properties"]["models"]  # where to download each file (built-in files ship)
-            assert models and all(m["url"].startswith("https://") and m["directory"] for m in models)
-            for m in models:
-                assert "/" not in m["name"] and m["name"] in node["widgets_values"]
+        values = [v for v in node.get("widgets_values", []) if isinstance(v, str)]
+        for model in node["properties"].get("models", []):
+            # what the frontend's missing-models dialog accepts for a download: a .safetensors file on
+            # huggingface.co, in a folder ComfyUI knows, named as the widget names it
+            assert model["url"].startswith("https://huggingface.co/") and "/resolve/" in model["url"]
+            assert model["url"].endswith("/" + model["name"]) and model["name"].endswith(".safetensors")
+            assert model["directory"] in COMFY_MODEL_FOLDERS and model["name"] in values
+            urls.append(model["url"])
+        if node["type"].endswith("Loader") and node["type"] != "UniWorldLoRALoader":
+            listed = {m["name"] for m in node["properties"].get("models", [])}
+            for value in set(values) & MODEL_LIKE:
+                assert value in listed or value in notes or value in FILES.values(), f"{value}: no source given"
+    assert len(urls) == len(set(urls)), "one URL per file (the dialog merges entries that share a URL)"
     assert "/home/" not in text and "/work/" not in text and ":\\\\" not in text
+
+
+MODEL_LIKE = {"uniworld_osp2_dit_14B_bf16.safetensors", "uniworld_osp2_adapter.safetensors",
+              "uniworld_osp2_dit_14B_Q4_K.gguf", "flashi2v_1.3B.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+              "wan_2.1_vae.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"}
+
+
+def _boxes(ui: dict) -> list[tuple[float, float, float, float]]:
+    """Each node's box as the frontend draws it: its title bar (30 px) above its position."""
+    return [(n["pos"][0], n["pos"][1] - 30, n["size"][0], n["size"][1] + 30) for n in ui["nodes"]]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_layout_has_no_overlaps_and_opens_below_the_top_bar(path):
+    ui = json.loads(path.read_text())
+    boxes = _boxes(ui)
+    for i, (ax, ay, aw, ah) in enumerate(boxes):
+        for bx, by, bw, bh in boxes[i + 1:]:
+            assert not (ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah), ui["nodes"][i]["type"]
+    view = ui["extra"]["ds"]
+    (ox, oy), scale = view["offset"], view["scale"]
+    # canvas pixel = (position + offset) * scale; the canvas begins below the top bar
+    assert min((x + ox) * scale for x, _, _, _ in boxes) >= 0 and min((y + oy) * scale for _, y, _, _ in boxes) >= 0
+    assert scale >= 8 / 14, "the frontend draws no text below this zoom"
 
 
 # ---- end to end: every workflow through the runner, with tiny models under the workflows' file names
 
-def _tiny_models(root: Path) -> Path:
-    """Tiny random models saved as the files the workflows name; returns the Qwen tokenizer folder."""
-    from test_conditioning import CORPUS, SPECIAL
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from tokenizers.processors import TemplateProcessing
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        UMT5Config,
-        UMT5EncoderModel,
-    )
+def _bundled_tokenizer_size(pack) -> int:
+    from transformers import AutoTokenizer
 
-    from uniworld_core.model.adapter import EncoderAdapter
-    from uniworld_core.model.config import DiTConfig, VAEConfig
-    from uniworld_core.model.dit import WanDiT
-    from uniworld_core.model.vae import WanVAE
-    from uniworld_core.weights.vlm import QWEN25VL_CHAT_TEMPLATE
-
-    for kind in ("diffusion_models", "vae", "text_encoders", "loras"):
-        (root / kind).mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    # Qwen tokenizer (stands in for ComfyUI's bundled one) and a text-only single-file Qwen2.5-VL
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>")
-    fast.chat_template = QWEN25VL_CHAT_TEMPLATE
-    qwen_tokenizer = root.parent / "comfy_qwen25_tokenizer"
-    fast.save_pretrained(qwen_tokenizer)
-    config = Qwen2_5_VLConfig(text_config=dict(
-        hidden_size=128, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,
-        vocab_size=len(fast), rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=32, num_heads=2, out_hidden_size=128))
-    vlm = Qwen2_5_VLForConditionalGeneration(config)
-    text_only = {k.replace("model.language_model.", "model."): v for k, v in vlm.state_dict().items()
-                 if not k.startswith("model.visual.")}
-    save_file(text_only, str(root / "text_encoders" / "qwen_2.5_vl_7b_fp8_scaled.safetensors"))
-    save_file(EncoderAdapter(128, 64, 48).state_dict(),
-              str(root / "diffusion_models" / "uniworld_osp2_adapter.safetensors"))
-    # DiTs: text width 48 (adapter output) for Uniworld-OSP2.0, 16 (umT5 width) for FlashI2V-1.3B
-    for name, text_dim in (("uniworld_osp2_dit_14B_bf16.safetensors", 48), ("flashi2v_1.3B.safetensors", 16)):
-        dit = WanDiT(DiTConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32, text_dim=text_dim))
-        save_file(dit.state_dict(), str(root / "diffusion_models" / name))
-    save_file(WanVAE(VAEConfig(base_dim=8)).state_dict(), str(root / "vae" / "wan_2.1_vae.safetensors"))
-    # the low-VRAM workflow's GGUF, made by our tool (Q4_0: this tiny model's widths are not
-    # multiples of the 256-wide K-quant blocks, so Q4_K would leave every matrix in F16)
-    from uniworld_core.weights.quantize import quantize_file
-
-    quantize_file(root / "diffusion_models" / "uniworld_osp2_dit_14B_bf16.safetensors",
-                  root / "diffusion_models" / "uniworld_osp2_dit_14B_Q4_K.gguf", "Q4_0")
-    # umT5 (Hugging Face layout, as ComfyUI's file) and its tokenizer folder
-    words = sorted({w for line in CORPUS for w in line.replace(",", " ").replace(":", " ").split()})
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    t5_tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    t5_tok.normalizer, t5_tok.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
-    t5_tok.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=t5_tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-                            ).save_pretrained(root / "text_encoders" / "umt5-xxl-tokenizer")
-    t5 = UMT5EncoderModel(UMT5Config(vocab_size=len(vocab), d_model=16, d_kv=4, d_ff=24, num_layers=1, num_heads=4,
-                                     relative_attention_num_buckets=8, feed_forward_proj="gated-gelu"))
-    state = {k: v for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"}
-    save_file(state, str(root / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors"))
-    return qwen_tokenizer
+    return len(AutoTokenizer.from_pretrained(pack.fake.qwen_tokenizer))
 
 
 SMALL = {"width": 64, "height": 48, "frames": 5, "steps": 3}
@@ -263,9 +197,7 @@ def quick_miniature(tmp_path_factory) -> Path:
 @pytest.fixture
 def runnable(pack, tmp_path, monkeypatch, quick_miniature):
     monkeypatch.setenv("UNIWORLD_MINIATURE_DIR", str(quick_miniature))
-    qwen_tokenizer = _tiny_models(tmp_path / "models")
-    comfy_env = importlib.import_module(f"{pack.__name__}.nodes.comfy_env")
-    monkeypatch.setattr(comfy_env, "comfy_qwen_tokenizer_dir", lambda: qwen_tokenizer)
+    write_model_files(pack.fake.base / "models", _bundled_tokenizer_size(pack))
     standins = importlib.import_module(f"{pack.__name__}.nodes.headless.standins")
     monkeypatch.setattr(standins.FOLDERS, "input", tmp_path / "input")
     monkeypatch.setattr(standins.FOLDERS, "output", tmp_path / "output")
@@ -337,7 +269,7 @@ BAD = {
     "unknown node": (lambda p: p.update({"99": {"class_type": "FancyUpscaler", "inputs": {}}}),
                      r"node 99 \(FancyUpscaler\): is not a known node type"),
     "missing model file": (lambda p: p[_node(p, "UniWorldDiTLoader")]["inputs"].update(dit_name="gone.safetensors"),
-                           r"input 'dit_name' names 'gone.safetensors', which is not in models/diffusion_models"),
+                           r"dit_name: the model 'gone.safetensors' is not in models/diffusion_models"),
 }
 
 
@@ -361,7 +293,8 @@ def test_runner_command_line(runnable, tmp_path, capsys):
     path = tmp_path / "small.api.json"
     path.write_text(json.dumps(_small_prompt(runnable, REPO / "workflows" / "flashi2v_1.3B_umt5.json")))
     standins = importlib.import_module(f"{runnable.__name__}.nodes.headless.standins")
-    assert runner.main([str(path), "--models", str(tmp_path / "models"), "--input", str(standins.FOLDERS.input),
+    models = runnable.fake.base / "models"
+    assert runner.main([str(path), "--models", str(models), "--input", str(standins.FOLDERS.input),
                         "--output", str(tmp_path / "out")]) == 0
     assert "wrote" in capsys.readouterr().out and list((tmp_path / "out" / "video").glob("*.mp4"))
 

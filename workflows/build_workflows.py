@@ -3,8 +3,14 @@
     python workflows/build_workflows.py
 
 Each workflow uses only UniWorld nodes and ComfyUI core nodes (LoadImage,
-CreateVideo, SaveVideo, Note), bare model file names, and lists in each
-loader's `properties.models` where its files come from. The API files are
+CreateVideo, SaveVideo, Note) and bare model file names. A loader's
+`properties.models` lists only files that are published, each with the URL of
+the file itself on Hugging Face (the frontend's missing-models dialog
+downloads from there, and only .safetensors files from huggingface.co); files
+not published yet, and files users make themselves, are explained in the
+workflow's Note. Node positions come from a column layout computed from each
+node's size (its widgets, slots and text), so nodes cannot overlap, and the
+saved view puts the graph below the frontend's top bar. The API files are
 produced by the same UI->API conversion the runner uses.
 """
 
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -21,21 +28,48 @@ from run_workflow import load_pack  # noqa: E402
 
 REPACKAGED = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
 QWEN_FILE = "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/text_encoders"
-MODELS = {
-    "uniworld_osp2_dit_14B_bf16.safetensors": ("https://github.com/PKU-YuanGroup", "diffusion_models"),
-    "uniworld_osp2_adapter.safetensors": ("https://github.com/PKU-YuanGroup", "diffusion_models"),
+# published files: (url of the file, ComfyUI model folder)
+PUBLISHED = {
     "qwen_2.5_vl_7b_fp8_scaled.safetensors": (f"{QWEN_FILE}/qwen_2.5_vl_7b_fp8_scaled.safetensors",
                                               "text_encoders"),
     "wan_2.1_vae.safetensors": (f"{REPACKAGED}/vae/wan_2.1_vae.safetensors", "vae"),
-    "flashi2v_1.3B.safetensors": ("https://huggingface.co/yunyangge/FlashI2V-1.3B", "diffusion_models"),
     "umt5_xxl_fp8_e4m3fn_scaled.safetensors": (
         f"{REPACKAGED}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders"),
-    "umt5-xxl-tokenizer": ("https://huggingface.co/google/umt5-xxl", "text_encoders"),
-    "uniworld_osp2_dit_14B_Q4_K.gguf": ("https://github.com/PKU-YuanGroup", "diffusion_models"),
+}
+FLASHI2V_RELEASE = "https://huggingface.co/yunyangge/FlashI2V-1.3B"
+# files with no download URL: (ComfyUI model folder, where they come from)
+UNPUBLISHED = {
+    "uniworld_osp2_dit_14B_bf16.safetensors": (
+        "diffusion_models", "the Uniworld-OSP2.0 14B DiT. Not published yet: it will come with the "
+        "Uniworld-OSP2.0 model release; any file name works, the loader reads what the file is."),
+    "uniworld_osp2_adapter.safetensors": (
+        "diffusion_models", "the Uniworld-OSP2.0 encoder adapter. Not published yet: it comes with the same "
+        "release (or train your own: python -m training train, see docs/training.md)."),
+    "uniworld_osp2_dit_14B_Q4_K.gguf": (
+        "diffusion_models", "made by you from the DiT: python -m uniworld_core quantize "
+        "uniworld_osp2_dit_14B_bf16.safetensors uniworld_osp2_dit_14B_Q4_K.gguf --type Q4_K"),
+    "flashi2v_1.3B.safetensors": (
+        "diffusion_models", f"FlashI2V-1.3B, released at {FLASHI2V_RELEASE} as the official checkpoint; "
+        "put that file here and pick it in the DiT loader (.pt is read safely), or convert it: "
+        "python -m uniworld_core convert <file> flashi2v_1.3B.safetensors --dtype bf16"),
 }
 COMFY_TOKENIZER = "(ComfyUI's bundled Qwen2.5 tokenizer)"
 SAME_FOLDER = "(tokenizer in the model folder)"
+UMT5_OWN_TOKENIZER = "(tokenizer in the model file or folder)"
 PROMPT = "the scene comes alive: the subject moves naturally, gentle camera push-in"
+
+# LiteGraph's measures (frontend 1.27): a node's title bar sits above its position.
+TITLE, SLOT, WIDGET = 30, 20, 24
+GAP_X, GAP_Y = 60, 60  # room for the node-source badge drawn above each title
+TEXTAREA = 80  # a multiline text widget
+EXTRA_HEIGHT = {"LoadImage": 240, "SaveVideo": 200}  # image preview; video player after a run
+WIDE = {"UniWorldVLMLoader": 420, "UniWorldDiTLoader": 380, "UniWorldT5Loader": 420, "UniWorldVLMEncode": 400,
+        "UniWorldT5Encode": 400, "UniWorldSampler": 340}
+# The canvas of a 1600x1000 window (below the frontend's 78-px top bar, right of its 64-px side bar), and
+# the zoom a workflow opens at: the frontend draws no text below 8/14 (its low-quality mode), so at least
+# 0.7; a graph larger than the canvas at that zoom opens at its top-left corner.
+CANVAS, MIN_SCALE, MARGIN = (1536, 922), 0.7, 40
+MINIMAP = 270  # width of the frontend's minimap, in the canvas' bottom-right corner: kept clear
 
 
 class Graph:
@@ -43,31 +77,49 @@ class Graph:
 
     def __init__(self, classes: dict[str, type]):
         self.classes, self.nodes, self.links = classes, [], []
-        self.column = 0
+        self.workflow = importlib.import_module(f"{PACK}.nodes.headless.workflow")
 
-    def node(self, kind: str, widgets: list, pos: tuple[int, int], title: str | None = None,
-             models: list[str] = (), size=(320, 160)) -> dict:
-        node = {"id": len(self.nodes) + 1, "type": kind, "pos": list(pos), "size": list(size), "flags": {},
+    def node(self, kind: str, widgets: list, title: str | None = None, models: list[str] = (),
+             width: int | None = None) -> dict:
+        node = {"id": len(self.nodes) + 1, "type": kind, "pos": [0, 0], "size": [0, 0], "flags": {},
                 "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [],
                 "properties": {"Node name for S&R": kind}, "widgets_values": widgets}
         if title:
             node["title"] = title
-        if models:
-            node["properties"]["models"] = [{"name": m, "url": MODELS[m][0], "directory": MODELS[m][1]}
-                                            for m in models]
+        published = [m for m in models if m in PUBLISHED]
+        if published:
+            node["properties"]["models"] = [{"name": m, "url": PUBLISHED[m][0], "directory": PUBLISHED[m][1]}
+                                            for m in published]
         if kind != "Note":
-            pack_workflow = importlib.import_module(f"{PACK}.nodes.headless.workflow")
-            for name, input_kind, options, _ in pack_workflow.input_specs(self.classes[kind]):
+            for name, input_kind, options, _ in self.workflow.input_specs(self.classes[kind]):
                 entry = {"name": name, "type": "COMBO" if isinstance(input_kind, list) else input_kind, "link": None}
-                if pack_workflow.is_widget(input_kind, options):
+                if self.workflow.is_widget(input_kind, options):
                     entry["widget"] = {"name": name}
                 node["inputs"].append(entry)
             cls = self.classes[kind]
             names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
             node["outputs"] = [{"name": n, "type": t, "links": [], "slot_index": i}
                                for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))]
+        node["size"] = self._size(node, width)
         self.nodes.append(node)
         return node
+
+    def _size(self, node: dict, width: int | None) -> list[int]:
+        """At least what the frontend computes for the node (it enlarges smaller ones on load)."""
+        if node["type"] == "Note":
+            width = width or 760
+            lines = sum(1 + len(line) * 8 // (width - 30) for line in node["widgets_values"][0].split("\n"))
+            return [width, 40 + 17 * lines]
+        height = SLOT * max(1, sum("widget" not in i for i in node["inputs"]), len(node["outputs"]))
+        for name, kind, options, _ in self.workflow.input_specs(self.classes[node["type"]]):
+            if self.workflow.is_widget(kind, options):
+                height += TEXTAREA if options.get("multiline") else WIDGET
+                height += WIDGET * self.workflow.extra_widget_values(name, kind, options)  # seed control, upload
+        height += 14 + EXTRA_HEIGHT.get(node["type"], 0)
+        return [width or WIDE.get(node["type"], 320), int(math.ceil(height / 10) * 10)]
+
+    def resize_note(self, note: dict, width: int) -> None:
+        note["size"] = self._size(note, width)
 
     def link(self, source: dict, slot: int, target: dict, name: str) -> None:
         link_id = len(self.links) + 1
@@ -80,35 +132,66 @@ class Graph:
     def _slot(node: dict, name: str) -> int:
         return next(i for i, entry in enumerate(node["inputs"]) if entry["name"] == name)
 
+    def columns(self, columns: list[list[dict]], x: int, y: int) -> tuple[int, int]:
+        """Place columns of nodes left to right from (x, y) (the top of the first title); returns right, bottom."""
+        bottom = y
+        for column in columns:
+            top = y
+            for node in column:
+                node["pos"] = [x, top + TITLE]
+                top += TITLE + node["size"][1] + GAP_Y
+            bottom = max(bottom, top - GAP_Y)
+            x += max(n["size"][0] for n in column) + GAP_X
+        return x - GAP_X, bottom
+
     def to_json(self) -> dict:
+        left = min(n["pos"][0] for n in self.nodes)
+        top = min(n["pos"][1] - TITLE for n in self.nodes)
+        right = max(n["pos"][0] + n["size"][0] for n in self.nodes)
+        bottom = max(n["pos"][1] + n["size"][1] for n in self.nodes)
+        room = (CANVAS[0] - 2 * MARGIN - MINIMAP, CANVAS[1] - 2 * MARGIN)
+        scale = round(max(MIN_SCALE, min(1.0, room[0] / (right - left), room[1] / (bottom - top))), 2)
+        # canvas pixel = (position + offset) * scale: the graph's top-left corner MARGIN px inside the canvas
+        offset = [round(MARGIN / scale - left), round(MARGIN / scale - top)]
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": [], "config": {},
-                "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+                "extra": {"ds": {"scale": scale, "offset": offset}}, "version": 0.4}
 
 
-def _tail(g: Graph, dit, vae, positive, negative, image, x: int, y: int, prefix: str, fourier=None,
-          frames: int = 49, seed: int = 42, tiled: bool = False, size: tuple[int, int, int] = (832, 480, 50),
-          cfg_shift: tuple[float, float] = (5.0, 7.0)):
-    """Sampler -> VAE Decode -> CreateVideo -> SaveVideo (size: width, height, steps; the report's cfg and shift)."""
+def _tail(g: Graph, dit, vae, positive, negative, image, prefix: str, fourier=None, frames: int = 49,
+          seed: int = 42, tiled: bool = False, size: tuple[int, int, int] = (832, 480, 50),
+          cfg_shift: tuple[float, float] = (5.0, 7.0)) -> list[list[dict]]:
+    """Sampler -> VAE Decode -> CreateVideo -> SaveVideo; returns their layout columns."""
     width, height, steps = size
-    sampler = g.node("UniWorldSampler", [width, height, frames, steps, *cfg_shift, seed, "fixed"], (x, y),
-                     size=(340, 380))
+    sampler = g.node("UniWorldSampler", [width, height, frames, steps, *cfg_shift, seed, "fixed"])
     for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (positive, 0),
                               "negative": (negative, 1), "start_image": (image, 0)}.items():
         g.link(src, slot, sampler, name)
     if fourier is not None:
         g.link(fourier, 0, sampler, "fourier")
-    decode = g.node("UniWorldVAEDecode", [tiled, 32, 8], (x + 380, y))
+    decode = g.node("UniWorldVAEDecode", [tiled, 32, 8])
     g.link(vae, 0, decode, "vae")
     g.link(sampler, 0, decode, "latent")
-    video = g.node("CreateVideo", [16.0], (x + 740, y), size=(240, 80))
+    video = g.node("CreateVideo", [16.0])
     g.link(decode, 0, video, "images")
-    save = g.node("SaveVideo", [prefix, "auto", "auto"], (x + 1020, y), size=(320, 320))
+    save = g.node("SaveVideo", [prefix, "auto", "auto"])
     g.link(video, 0, save, "video")
+    return [[sampler], [decode, video], [save]]
 
 
 def _models_note(names: list[str]) -> str:
-    return "\n".join(f"- models/{MODELS[n][1]}/{n}  <- {MODELS[n][0]}" for n in names)
+    lines = []
+    for name in names:
+        if name in PUBLISHED:
+            lines.append(f"- models/{PUBLISHED[name][1]}/{name}\n  download: {PUBLISHED[name][0]}")
+        else:
+            lines.append(f"- models/{UNPUBLISHED[name][0]}/{name}\n  {UNPUBLISHED[name][1]}")
+    return "\n".join(lines)
+
+
+def _note(g: Graph, text: str, files: list[str]) -> dict:
+    return g.node("Note", [text + "\n\nModel files (published ones also download from the missing-models "
+                           "dialog):\n" + _models_note(files)])
 
 
 OSP2_FILES = ["uniworld_osp2_dit_14B_bf16.safetensors", "uniworld_osp2_adapter.safetensors",
@@ -117,78 +200,102 @@ OSP2_FILES = ["uniworld_osp2_dit_14B_bf16.safetensors", "uniworld_osp2_adapter.s
 
 def _osp2_inputs(g: Graph, files: list[str], note: str, vae_offload: bool = False):
     """Note, Load Image, DiT / VAE / VLM loaders: the start of every Uniworld-OSP2.0 workflow."""
-    g.node("Note", [note + "\n\nModel files:\n" + _models_note(files)], (0, -260), size=(700, 220))
-    image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
-    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
-    vae = g.node("UniWorldVAELoader", [files[3], "auto", vae_offload], (0, 560), models=[files[3]])
-    vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True], (360, 0),
-                 models=[files[2], files[1]], size=(360, 220))
-    return image, dit, vae, vlm
+    note = _note(g, note, files)
+    image = g.node("LoadImage", ["input.png", "image"])
+    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], models=[files[0]])
+    vae = g.node("UniWorldVAELoader", [files[3], "auto", vae_offload], models=[files[3]])
+    vlm = g.node("UniWorldVLMLoader", [files[2], files[1], COMFY_TOKENIZER, "auto", "official", True],
+                 models=[files[2], files[1]])
+    return note, image, dit, vae, vlm
 
 
-def _styled_encode(g: Graph, vlm, image, style_name: str, pos: tuple[int, int]):
-    style = g.node("UniWorldStyleSelect", [style_name, 1.0, "", "none", 0.5], pos)
-    encode = g.node("UniWorldVLMEncode", [PROMPT, ""], (pos[0] + 400, pos[1]), size=(400, 300))
+def _styled_encode(g: Graph, vlm, image, style_name: str):
+    style = g.node("UniWorldStyleSelect", [style_name, 1.0, "", "none", 0.5])
+    encode = g.node("UniWorldVLMEncode", [PROMPT, ""])
     g.link(vlm, 0, encode, "text_encoder")
     g.link(image, 0, encode, "image")
     g.link(style, 0, encode, "style")
-    return encode
+    return style, encode
+
+
+def _with_note(g: Graph, note: dict, columns: list[list[dict]]) -> dict:
+    """The Note on top, as wide as the columns below it."""
+    right, _ = g.columns(columns, 0, 0)
+    g.resize_note(note, max(760, right))
+    _, bottom = g.columns([[note]], 0, 0)
+    g.columns(columns, 0, bottom + GAP_Y)
+    return g.to_json()
 
 
 def uniworld_osp2_i2sv(classes) -> dict:
     g = Graph(classes)
-    image, dit, vae, vlm = _osp2_inputs(g, OSP2_FILES, (
+    note, image, dit, vae, vlm = _osp2_inputs(g, OSP2_FILES, (
         "Uniworld-OSP2.0 image-to-stylized-video. Load an image, describe the motion, pick a style. "
         "Qwen2.5-VL reads image + prompt + style; the FlashI2V DiT animates the image with Fourier guidance "
         "(Fourier ratio 0.1) and latent shifting; 50 steps, CFG 5, shift 7."))
-    encode = _styled_encode(g, vlm, image, "watercolor", (360, 260))
-    fourier = g.node("UniWorldFourierCutoff", [832, 480, 0.1], (760, 340))
+    style, encode = _styled_encode(g, vlm, image, "watercolor")
+    fourier = g.node("UniWorldFourierCutoff", [832, 480, 0.1])
     g.link(vae, 0, fourier, "vae")
     g.link(image, 0, fourier, "image")
-    _tail(g, dit, vae, encode, encode, image, 1200, 0, "video/uniworld_osp2", fourier)
-    return g.to_json()
+    tail = _tail(g, dit, vae, encode, encode, image, "video/uniworld_osp2", fourier)
+    sampler, *rest = tail
+    return _with_note(g, note, [[image, dit, vae], [vlm, style, encode], [fourier, *sampler],
+                                [n for column in rest for n in column]])
 
 
 def flashi2v_13b_umt5(classes) -> dict:
     g = Graph(classes)
-    files = ["flashi2v_1.3B.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "umt5-xxl-tokenizer",
-             "wan_2.1_vae.safetensors"]
-    g.node("Note", ["FlashI2V-1.3B image-to-video with umT5 text conditioning (the public FlashI2V "
-                    "checkpoint). Fits about 6 GB of VRAM in bf16.\n\nModel files:\n" + _models_note(files)],
-           (0, -240), size=(700, 200))
-    image = g.node("LoadImage", ["input.png", "image"], (0, 0), size=(300, 320))
-    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], (0, 380), models=[files[0]])
-    vae = g.node("UniWorldVAELoader", [files[3], "auto", False], (0, 560), models=[files[3]])
-    t5 = g.node("UniWorldT5Loader", [files[1], files[2], "auto", True], (360, 0), models=[files[1], files[2]])
-    encode = g.node("UniWorldT5Encode", [PROMPT, ""], (760, 0), size=(400, 280))
+    files = ["flashi2v_1.3B.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"]
+    note = _note(g, "FlashI2V-1.3B image-to-video with umT5 text conditioning (the public FlashI2V "
+                    "checkpoint). Fits about 6 GB of VRAM in bf16. ComfyUI's umT5 file carries its own "
+                    "tokenizer; for the official .pth, put the google/umt5-xxl tokenizer folder in "
+                    "models/text_encoders and pick it in the loader.", files)
+    image = g.node("LoadImage", ["input.png", "image"])
+    dit = g.node("UniWorldDiTLoader", [files[0], "auto", "auto", -1, 1], models=[files[0]])
+    vae = g.node("UniWorldVAELoader", [files[2], "auto", False], models=[files[2]])
+    t5 = g.node("UniWorldT5Loader", [files[1], UMT5_OWN_TOKENIZER, "auto", True], models=[files[1]])
+    encode = g.node("UniWorldT5Encode", [PROMPT, ""])
     g.link(t5, 0, encode, "text_encoder")
-    _tail(g, dit, vae, encode, encode, image, 1200, 0, "video/flashi2v_1.3B")
-    return g.to_json()
+    tail = _tail(g, dit, vae, encode, encode, image, "video/flashi2v_1.3B")
+    sampler, *rest = tail
+    return _with_note(g, note, [[image, dit, vae], [t5, encode], sampler, [n for column in rest for n in column]])
 
 
 def style_comparison(classes) -> dict:
     g = Graph(classes)
-    image, dit, vae, vlm = _osp2_inputs(g, OSP2_FILES, (
+    note, image, dit, vae, vlm = _osp2_inputs(g, OSP2_FILES, (
         "One image, three styles, same seed: compare how each style transforms the same motion. "
         "Edit the Style Select nodes to try others."))
-    for row, name in enumerate(["watercolor", "anime", "cyberpunk"]):
-        encode = _styled_encode(g, vlm, image, name, (760, row * 460))
-        _tail(g, dit, vae, encode, encode, image, 1600, row * 460, f"video/style_{name.replace(' ', '_')}")
+    bands = []
+    for name in ["watercolor", "anime", "cyberpunk"]:  # one band of columns per style
+        style, encode = _styled_encode(g, vlm, image, name)
+        sampler, decode_video, save = _tail(g, dit, vae, encode, encode, image,
+                                            f"video/style_{name.replace(' ', '_')}")
+        bands.append([[style, encode], sampler, decode_video, save])
+    inputs = [[image, vlm, dit, vae]]
+    width = g.columns(inputs, 0, 0)[0] + GAP_X + g.columns(bands[0], 0, 0)[0]
+    g.resize_note(note, width)
+    _, top = g.columns([[note]], 0, 0)
+    right, _ = g.columns(inputs, 0, top + GAP_Y)
+    y = top + GAP_Y
+    for band in bands:
+        y = g.columns(band, right + GAP_X, y)[1] + GAP_Y
     return g.to_json()
 
 
 def low_vram_gguf(classes) -> dict:
     g = Graph(classes)
     files = ["uniworld_osp2_dit_14B_Q4_K.gguf", *OSP2_FILES[1:]]
-    image, dit, vae, vlm = _osp2_inputs(g, files, (
+    note, image, dit, vae, vlm = _osp2_inputs(g, files, (
         "Uniworld-OSP2.0 on a consumer GPU: the 14B DiT as GGUF Q4_K (about 9 GB, its blocks stay 4-bit in "
         "VRAM and are dequantised layer by layer; blocks that do not fit stream from CPU RAM), the fp8 "
-        "Qwen2.5-VL and the VAE kept in CPU RAM between uses, and the VAE decoded in spatial tiles. Make the "
-        "GGUF yourself with: python -m uniworld_core quantize <dit>.safetensors "
-        "uniworld_osp2_dit_14B_Q4_K.gguf --type Q4_K"), vae_offload=True)
-    encode = _styled_encode(g, vlm, image, "anime", (360, 260))
-    _tail(g, dit, vae, encode, encode, image, 1200, 0, "video/uniworld_osp2_low_vram", tiled=True)
-    return g.to_json()
+        "Qwen2.5-VL and the VAE kept in CPU RAM between uses, and the VAE decoded in spatial tiles."),
+        vae_offload=True)
+    style, encode = _styled_encode(g, vlm, image, "anime")
+    tail = _tail(g, dit, vae, encode, encode, image, "video/uniworld_osp2_low_vram", tiled=True)
+    sampler, *rest = tail
+    return _with_note(g, note, [[image, dit, vae], [vlm, style, encode], sampler,
+                                [n for column in rest for n in column]])
 
 
 TOY_PROMPT = "a large red square spins anticlockwise over night"  # the caption of examples/toy_photo_0.png
@@ -198,29 +305,28 @@ TOY_IMAGE = "toy_photo_0.png"
 def toy_world_miniature(classes) -> dict:
     """The built-in miniature model: runs anywhere, no downloads (its files ship with the pack)."""
     g = Graph(classes)
-    g.node("Note", ["The built-in miniature Uniworld-OSP2.0 model, trained by this pack on a procedural toy "
-                    "world (64x64 clips of shapes that slide, bounce or spin). Nothing to download: its files "
-                    "appear in the loaders as toy_*.\n\nInput: a toy photo (examples in "
-                    f"uniworld_core/miniature_model/examples/; copy {TOY_IMAGE} into ComfyUI/input). Styles it "
-                    "knows: watercolor, pixel art (and neon, pencil sketch from the command line). "
-                    "64x64, 17 frames, 30 steps, cfg 2, shift 3 (the card's sampling settings)."],
-           (0, -260), size=(700, 220))
-    image = g.node("LoadImage", [TOY_IMAGE, "image"], (0, 0), size=(300, 320))
-    dit = g.node("UniWorldDiTLoader", ["toy_dit.safetensors", "fp32", "auto", -1, 1], (0, 380))
-    vae = g.node("UniWorldVAELoader", ["toy_vae.safetensors", "fp32", False], (0, 560))
+    note = g.node("Note", ["The built-in miniature Uniworld-OSP2.0 model, trained by this pack on a procedural "
+                           "toy world (64x64 clips of shapes that slide, bounce or spin). Nothing to download: its "
+                           "files ship with the pack and appear in the loaders as toy_*.\n\nInput: a toy photo "
+                           "(examples in uniworld_core/miniature_model/examples/; copy "
+                           f"{TOY_IMAGE} into ComfyUI/input). Styles it knows: watercolor, pixel art, neon, "
+                           "pencil sketch (all in Style Select). 64x64, 17 frames, 30 steps, cfg 2, shift 3 (the "
+                           "card's sampling settings)."])
+    image = g.node("LoadImage", [TOY_IMAGE, "image"])
+    dit = g.node("UniWorldDiTLoader", ["toy_dit.safetensors", "fp32", "auto", -1, 1])
+    vae = g.node("UniWorldVAELoader", ["toy_vae.safetensors", "fp32", False])
     vlm = g.node("UniWorldVLMLoader", ["toy_vlm", "toy_adapter.safetensors", SAME_FOLDER, "fp32", "official",
-                                       False], (360, 0), size=(360, 220))
-    style = g.node("UniWorldStyleSelect", ["watercolor", 1.0, "", "none", 0.5], (360, 260))
-    encode = g.node("UniWorldVLMEncode", [TOY_PROMPT, ""], (760, 260), size=(400, 300))
-    g.link(vlm, 0, encode, "text_encoder")
-    g.link(image, 0, encode, "image")
-    g.link(style, 0, encode, "style")
-    fourier = g.node("UniWorldFourierCutoff", [64, 64, 0.1], (760, 600))
+                                       False])
+    style, encode = _styled_encode(g, vlm, image, "watercolor")
+    encode["widgets_values"][0] = TOY_PROMPT
+    fourier = g.node("UniWorldFourierCutoff", [64, 64, 0.1])
     g.link(vae, 0, fourier, "vae")
     g.link(image, 0, fourier, "image")
-    _tail(g, dit, vae, encode, encode, image, 1200, 0, "video/uniworld_toy", fourier, frames=17,
-          size=(64, 64, 30), cfg_shift=(2.0, 3.0))
-    return g.to_json()
+    tail = _tail(g, dit, vae, encode, encode, image, "video/uniworld_toy", fourier, frames=17,
+                 size=(64, 64, 30), cfg_shift=(2.0, 3.0))
+    sampler, *rest = tail
+    return _with_note(g, note, [[image, dit, vae], [vlm, style, encode], [fourier, *sampler],
+                                [n for column in rest for n in column]])
 
 
 WORKFLOWS = {"toy_world_miniature": toy_world_miniature, "uniworld_osp2_i2sv": uniworld_osp2_i2sv,

@@ -9,6 +9,7 @@ standins.py); in ComfyUI the real ones are used.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections import deque
@@ -53,35 +54,55 @@ def _check_value(node_id, title, name, kind, options, value) -> None:
             fail(f"is {value}, outside {low}..{high}")
 
 
+def _custom_checked(node_class) -> set[str]:
+    """Inputs a node validates itself (VALIDATE_INPUTS): ComfyUI then skips its range and list checks for them."""
+    check = getattr(node_class, "VALIDATE_INPUTS", None)
+    return set(inspect.signature(check).parameters) if check is not None else set()
+
+
+def _check_link(prompt, classes, node_id, title, name, kind, value) -> None:
+    source = prompt.get(value[0])
+    if source is None:
+        raise WorkflowError(node_id, title, f"input '{name}' is linked to node {value[0]}, which is "
+                            "not in the workflow (muted or deleted?)")
+    outputs = classes[source["class_type"]].RETURN_TYPES
+    produced = outputs[value[1]] if value[1] < len(outputs) else None
+    expected = "COMBO" if isinstance(kind, list) else kind
+    if produced != expected and "*" not in (produced, expected):
+        raise WorkflowError(node_id, title, f"input '{name}' receives {produced} from node {value[0]} "
+                            f"({source['class_type']}); expected {expected}")
+
+
 def validate(prompt: dict[str, dict], classes: dict[str, type]) -> None:
-    """Raise WorkflowError for the first problem: unknown node, missing input, wrong type, bad value."""
+    """Raise WorkflowError for the first problem: unknown node, missing input, wrong type, bad value.
+
+    As in ComfyUI, a node's VALIDATE_INPUTS replaces the list and range checks
+    of the inputs it names, and its answer (True or a message) decides them.
+    """
     for node_id, entry in prompt.items():
         node_class = classes.get(entry["class_type"])
         title = entry.get("_meta", {}).get("title", entry["class_type"])
         if node_class is None:
             raise WorkflowError(node_id, entry["class_type"], "is not a known node type",
                                 "Install the node pack it comes from, or remove the node.")
+        custom = _custom_checked(node_class)
         for name, kind, options, required in input_specs(node_class):
             if name not in entry["inputs"]:
                 if required:
                     raise WorkflowError(node_id, title, f"input '{name}' is missing (connect it or set a value)")
                 continue
             value = entry["inputs"][name]
-            if not _is_link(value):
-                if not is_widget(kind, options):
-                    raise WorkflowError(node_id, title, f"input '{name}' needs a connection from a {kind} output")
+            if _is_link(value):
+                _check_link(prompt, classes, node_id, title, name, kind, value)
+            elif not is_widget(kind, options):
+                raise WorkflowError(node_id, title, f"input '{name}' needs a connection from a {kind} output")
+            elif name not in custom:
                 _check_value(node_id, title, name, kind, options, value)
-                continue
-            source = prompt.get(value[0])
-            if source is None:
-                raise WorkflowError(node_id, title, f"input '{name}' is linked to node {value[0]}, which is "
-                                    "not in the workflow (muted or deleted?)")
-            outputs = classes[source["class_type"]].RETURN_TYPES
-            produced = outputs[value[1]] if value[1] < len(outputs) else None
-            expected = "COMBO" if isinstance(kind, list) else kind
-            if produced != expected and "*" not in (produced, expected):
-                raise WorkflowError(node_id, title, f"input '{name}' receives {produced} from node {value[0]} "
-                                    f"({source['class_type']}); expected {expected}")
+        if custom:
+            given = {k: v for k, v in entry["inputs"].items() if k in custom and not _is_link(v)}
+            verdict = node_class.VALIDATE_INPUTS(**given)
+            if verdict is not True:
+                raise WorkflowError(node_id, title, str(verdict))
 
 
 def _order(prompt: dict[str, dict]) -> list[str]:

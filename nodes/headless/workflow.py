@@ -43,7 +43,7 @@ def is_widget(kind, options: dict) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
-def _extra_widget_values(name: str, kind, options: dict) -> int:
+def extra_widget_values(name: str, kind, options: dict) -> int:
     """How many frontend-only widget values follow this widget's value."""
     if kind == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed")):
         return 1
@@ -64,7 +64,7 @@ def widget_values(node: dict, node_class) -> dict[str, object]:
         if i >= len(values):
             break
         out[name] = values[i]
-        i += 1 + _extra_widget_values(name, kind, options)
+        i += 1 + extra_widget_values(name, kind, options)
     return out
 
 

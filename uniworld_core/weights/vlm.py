@@ -18,7 +18,9 @@ from ..errors import CheckpointError
 from ..model.adapter import EncoderAdapter
 from .containers import open_weights
 
-# Chat format of Qwen2.5-VL-Instruct (default system turn, image placeholder).
+# Chat format of Qwen2.5-VL-Instruct (default system turn, image placeholder). The released adapter was
+# trained on exactly this rendering, so it is always ours: a tokenizer may carry another template
+# (ComfyUI's bundled Qwen2.5 tokenizer carries a text-only one, which fails on the image part).
 QWEN25VL_CHAT_TEMPLATE = (
     "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant."
     "<|im_end|>\n{% endif %}{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -91,10 +93,42 @@ def _single_file_config(shapes: dict[str, tuple[int, ...]], has_vision: bool):
                 intermediate_size=shapes[lm + "layers.0.mlp.gate_proj.weight"][0])
     vision = dict(QWEN25VL_7B["vision_config"], out_hidden_size=hidden)
     if has_vision:
-        blocks = [int(k.split(".")[3]) for k in shapes if k.startswith("model.visual.blocks.")]
-        vision["depth"] = 1 + max(blocks)
+        vision.update(_vision_widths(shapes))
     ids = {k: v for k, v in QWEN25VL_7B.items() if k.endswith("_id")}
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
+
+
+def _vision_widths(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Depth and widths of a single file's vision tower, read from its shapes (80-wide heads, as in Qwen2.5-VL)."""
+    vis = "model.visual."
+    width = shapes[vis + "patch_embed.proj.weight"][0]
+    return {"depth": 1 + max(int(k.split(".")[3]) for k in shapes if k.startswith(vis + "blocks.")),
+            "hidden_size": width, "num_heads": max(1, width // 80),
+            "intermediate_size": shapes[vis + "blocks.0.mlp.gate_proj.weight"][0],
+            "out_hidden_size": shapes[vis + "merger.mlp.2.weight"][0]}
+
+
+def _single_file_names(keys) -> dict[str, str]:
+    """transformers name -> name in a single-file Qwen2.5-VL (fp8 scales and the scaled-fp8 marker left out)."""
+    names = {}
+    for src in keys:
+        name = src
+        for pattern, repl in SINGLE_FILE_RULES:
+            name = pattern.sub(repl, name)
+        if not name.endswith((".scale_weight", ".scale_input")) and name != "scaled_fp8":
+            names[name] = src
+    return names
+
+
+def is_single_file_vlm(keys) -> bool:
+    """Whether tensor names are those of a single-file Qwen2.5-VL (ComfyUI's or transformers' layout).
+
+    Qwen2 (unlike Llama, Gemma, ...) has biases on its k projections; a LoRA or an
+    adapter has no token embedding.
+    """
+    names = _single_file_names(keys)
+    lm = "model.language_model."
+    return lm + "embed_tokens.weight" in names and lm + "layers.0.self_attn.k_proj.bias" in names
 
 
 def load_single_file_vlm(path: str | Path, dtype: torch.dtype = torch.bfloat16, config=None):
@@ -107,13 +141,7 @@ def load_single_file_vlm(path: str | Path, dtype: torch.dtype = torch.bfloat16, 
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     wf = open_weights(path)
-    names = {}
-    for src in wf.keys():
-        name = src
-        for pattern, repl in SINGLE_FILE_RULES:
-            name = pattern.sub(repl, name)
-        if not name.endswith((".scale_weight", ".scale_input")) and name != "scaled_fp8":
-            names[name] = src
+    names = _single_file_names(wf.keys())
     if "model.language_model.embed_tokens.weight" not in names:
         raise CheckpointError(f"'{wf.path.name}' has no Qwen2 token embedding",
                               "a Qwen2.5-VL model file (e.g. qwen_2.5_vl_7b.safetensors)")
@@ -144,16 +172,17 @@ class VLMProcessor:
     """Qwen2.5-VL inputs from a tokenizer and the (PIL) image processor of transformers.
 
     Does what Qwen2_5_VLProcessor does for one image, without its video
-    processor (which needs torchvision): render the chat template, size the
-    image into 14-px patches, expand `<|image_pad|>` to one token per merged
-    2x2 patch group, and pad on the tokenizer's own padding side.
+    processor (which needs torchvision): render the Qwen2.5-VL chat template
+    (always ours, whatever template the tokenizer carries), size the image into
+    14-px patches, expand `<|image_pad|>` to one token per merged 2x2 patch
+    group, and pad on the tokenizer's own padding side.
     """
 
     image_token = "<|image_pad|>"
+    chat_template = QWEN25VL_CHAT_TEMPLATE
 
-    def __init__(self, tokenizer, image_processor, chat_template: str | None = None):
+    def __init__(self, tokenizer, image_processor):
         self.tokenizer, self.image_processor = tokenizer, image_processor
-        self.chat_template = chat_template or tokenizer.chat_template or QWEN25VL_CHAT_TEMPLATE
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
@@ -185,10 +214,7 @@ def make_processor(tokenizer_dir: str | Path) -> VLMProcessor:
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
     else:
         image_processor = Qwen2VLImageProcessorPil()
-    template = None
-    if (folder / "chat_template.json").is_file():
-        template = json.loads((folder / "chat_template.json").read_text()).get("chat_template")
-    return VLMProcessor(tokenizer, image_processor, template)
+    return VLMProcessor(tokenizer, image_processor)
 
 
 def load_vlm(source: str | Path, dtype: torch.dtype = torch.bfloat16,
