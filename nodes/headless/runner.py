@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import sys
 from collections import deque
 from pathlib import Path
@@ -19,6 +18,7 @@ from ...uniworld_core.errors import UniWorldError
 from .. import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from .standins import FOLDERS, STANDIN_TITLES, STANDINS
 from .workflow import WorkflowError, input_specs, is_widget, ui_to_api
+from .workflow_file import read_workflow
 
 
 def node_classes() -> dict[str, type]:
@@ -66,7 +66,7 @@ def _check_link(prompt, classes, node_id, title, name, kind, value) -> None:
         raise WorkflowError(node_id, title, f"input '{name}' is linked to node {value[0]}, which is "
                             "not in the workflow (muted or deleted?)")
     outputs = classes[source["class_type"]].RETURN_TYPES
-    produced = outputs[value[1]] if value[1] < len(outputs) else None
+    produced = outputs[value[1]] if 0 <= value[1] < len(outputs) else None
     expected = "COMBO" if isinstance(kind, list) else kind
     if produced != expected and "*" not in (produced, expected):
         raise WorkflowError(node_id, title, f"input '{name}' receives {produced} from node {value[0]} "
@@ -79,12 +79,14 @@ def validate(prompt: dict[str, dict], classes: dict[str, type]) -> None:
     As in ComfyUI, a node's VALIDATE_INPUTS replaces the list and range checks
     of the inputs it names, and its answer (True or a message) decides them.
     """
-    for node_id, entry in prompt.items():
-        node_class = classes.get(entry["class_type"])
-        title = entry.get("_meta", {}).get("title", entry["class_type"])
-        if node_class is None:
+    for node_id, entry in prompt.items():  # every node type first: links are checked against them
+        if entry["class_type"] not in classes:
             raise WorkflowError(node_id, entry["class_type"], "is not a known node type",
                                 "Install the node pack it comes from, or remove the node.")
+    for node_id, entry in prompt.items():
+        node_class = classes[entry["class_type"]]
+        meta = entry.get("_meta")
+        title = meta.get("title", entry["class_type"]) if isinstance(meta, dict) else entry["class_type"]
         custom = _custom_checked(node_class)
         for name, kind, options, required in input_specs(node_class):
             if name not in entry["inputs"]:
@@ -100,7 +102,10 @@ def validate(prompt: dict[str, dict], classes: dict[str, type]) -> None:
                 _check_value(node_id, title, name, kind, options, value)
         if custom:
             given = {k: v for k, v in entry["inputs"].items() if k in custom and not _is_link(v)}
-            verdict = node_class.VALIDATE_INPUTS(**given)
+            try:
+                verdict = node_class.VALIDATE_INPUTS(**given)
+            except (TypeError, ValueError, AttributeError) as exc:  # values of a type no widget makes
+                verdict = f"inputs it cannot check ({exc.__class__.__name__}: {exc})"
             if verdict is not True:
                 raise WorkflowError(node_id, title, str(verdict))
 
@@ -141,8 +146,8 @@ def execute(prompt: dict[str, dict], classes: dict[str, type] | None = None) -> 
 
 
 def load_prompt(path: Path) -> dict[str, dict]:
-    """API-format prompt from a UI- or API-format workflow file."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    """API-format prompt from a UI- or API-format workflow file (malformed files: an InputError naming it)."""
+    data = read_workflow(path)
     return ui_to_api(data, node_classes(), display_names()) if "nodes" in data else data
 
 
@@ -152,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, help="models folder (diffusion_models, vae, text_encoders, loras)")
     parser.add_argument("--input", type=Path, default=Path("input"), help="folder LoadImage reads from")
     parser.add_argument("--output", type=Path, default=Path("output"), help="folder SaveVideo writes to")
+    parser.add_argument("--validate", action="store_true", help="only check the workflow (file, node types, "
+                        "links, values, model files) and run nothing")
     args = parser.parse_args(argv)
     if args.models is not None:
         import os
@@ -159,10 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["UNIWORLD_MODELS_DIR"] = str(args.models)
     FOLDERS.input, FOLDERS.output = args.input, args.output
     try:
-        ui = execute(load_prompt(args.workflow))
+        prompt = load_prompt(args.workflow)
+        if args.validate:
+            validate(prompt, node_classes())
+            print(f"{args.workflow}: valid ({len(prompt)} nodes)")
+            return 0
+        ui = execute(prompt)
     except (WorkflowError, UniWorldError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        named = str(exc) if args.workflow.name in str(exc) else f"{args.workflow.name}: {exc}"
+        print(f"error: {named}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing more was written", file=sys.stderr)
+        return 130
     for node_id, result in ui.items():
         for path in (result or {}).get("videos", []):
             print(f"node {node_id} wrote {path}")
