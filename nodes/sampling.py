@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from ..uniworld_core import REPORT, InputError, SamplerSettings, StartFrame, VideoSettings, applied, encode_start
-from ..uniworld_core.sampling import generate_latents
+from ..uniworld_core.sampling import CacheSettings, CacheStats, generate_latents
 from . import comfy_env
-from .types import CATEGORY, COND, DIT, FOURIER, VAE, size_inputs, spec
+from .types import CACHE, CATEGORY, COND, DIT, FOURIER, VAE, size_inputs, spec
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 RATIO_TOOLTIP = ("Fourier ratio: the share of spectral energy left in the low band; the start frame's "
@@ -95,12 +95,14 @@ class UniWorldSampler:
         }, "optional": {
             "start_image": spec("IMAGE", "The image to animate (first frame). May be left out when a Fourier "
                                 "Cutoff node, which encodes it once, is connected."),
+            "cache": spec(CACHE, "From UniWorld Cache: skip DiT work while outputs change little (default: "
+                          "off, every forward runs)."),
             "fourier": spec(FOURIER, "From UniWorld Fourier Cutoff: the start frame encoded once, with its "
                             f"Fourier guidance (default: encoded here at ratio {REPORT.fourier_ratio})."),
         }}
 
     def sample(self, model, vae, positive, negative, width, height, frames, steps, cfg, shift, seed,
-               start_image=None, fourier=None):
+               start_image=None, fourier=None, cache=None):
         if positive.context.shape[-1] != model.model.cfg.text_dim:
             raise InputError(f"conditioning {positive.context.shape[-1]} wide from {positive.encoder}",
                              f"{model.model.cfg.text_dim}-wide conditioning for {model.description}",
@@ -111,17 +113,64 @@ class UniWorldSampler:
                              "Connect the image to animate.")
         start = fourier or encode_start_image(vae, start_image, width, height, REPORT.fourier_ratio)
         start.check_matches(video, start_image[0] if start_image is not None else None)
-        settings = SamplerSettings(steps=steps, shift=shift, guidance_scale=cfg, fourier_ratio=start.fourier_ratio)
+        settings = SamplerSettings(steps=steps, shift=shift, guidance_scale=cfg, fourier_ratio=start.fourier_ratio,
+                                   cache=cache or CacheSettings())
+        stats = CacheStats()
         hook = comfy_env.progress_hook(steps, latent_preview)
         try:
             with applied(model.model, model.loras):
                 latents = generate_latents(model.model, vae.vae, None, positive.context, negative.context,
-                                           video, settings, hook, start=start)
+                                           video, settings, hook, start=start, stats=stats)
         except BaseException:
             comfy_env.release_memory()  # an interrupt leaves no sampling tensors behind
             raise
+        if settings.cache.active:
+            print(f"[UniWorld] cache: {stats.summary()}")
         return ({"samples": vae.vae.denormalize(latents.to(vae.device)).cpu()},)
 
 
-NODES = {"UniWorldFourierCutoff": (UniWorldFourierCutoff, "UniWorld Fourier Cutoff"),
+class UniWorldCache:
+    DESCRIPTION = ("Faster sampling without retraining. adaptive: a forward is replaced by the last "
+                   "output-minus-input residual while the output is predicted to change little (EasyCache-like; "
+                   "cond and uncond decided apart). wan: the Wan report's caches, self-attention recomputed every "
+                   "few steps and, late in sampling, the unconditional branch every few steps. The sampler says "
+                   "how many forwards it skipped.")
+    CATEGORY = CATEGORY
+    FUNCTION = "settings"
+    RETURN_TYPES = (CACHE,)
+    RETURN_NAMES = ("cache",)
+    OUTPUT_TOOLTIPS = ("Cache settings for the UniWorld Sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        default = CacheSettings()
+        return {"required": {
+            "policy": spec(["adaptive", "wan", "adaptive+wan", "off"], "Which caches run.", default="adaptive"),
+            "threshold": spec("FLOAT", "adaptive: accumulated predicted change before a forward runs again "
+                              "(higher = faster, less exact; 0 = every forward runs).", default=default.threshold,
+                              min=0.0, max=5.0, step=0.01),
+            "warmup_steps": spec("INT", "adaptive: first steps that always run.", default=default.warmup,
+                                 min=0, max=1000),
+            "end": spec("FLOAT", "adaptive: no skipping after this share of the steps.", default=default.end,
+                        min=0.0, max=1.0, step=0.01),
+            "attention_interval": spec("INT", "wan: self-attention recomputed every N steps (1 = off).",
+                                       default=default.attention_interval, min=1, max=10),
+            "attention_start": spec("FLOAT", "wan: share of the steps before attention is cached.",
+                                    default=default.attention_start, min=0.0, max=1.0, step=0.01),
+            "uncond_interval": spec("INT", "wan: unconditional branch run every N steps late in sampling "
+                                    "(1 = off).", default=default.uncond_interval, min=1, max=10),
+            "uncond_start": spec("FLOAT", "wan: share of the steps before the unconditional branch is cached.",
+                                 default=default.uncond_start, min=0.0, max=1.0, step=0.01),
+        }}
+
+    def settings(self, policy, threshold, warmup_steps, end, attention_interval, attention_start, uncond_interval,
+                 uncond_start):
+        return (CacheSettings(policies=tuple(p for p in policy.split("+") if p != "off"), threshold=threshold,
+                              warmup=warmup_steps, end=end, attention_interval=attention_interval,
+                              attention_start=attention_start, uncond_interval=uncond_interval,
+                              uncond_start=uncond_start),)
+
+
+NODES = {"UniWorldCache": (UniWorldCache, "UniWorld Cache"),
+         "UniWorldFourierCutoff": (UniWorldFourierCutoff, "UniWorld Fourier Cutoff"),
          "UniWorldSampler": (UniWorldSampler, "UniWorld Sampler (FlashI2V)")}

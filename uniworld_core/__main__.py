@@ -32,7 +32,17 @@ from .model import DIT_PRESETS, VAE_PRESETS, get_attention
 from .presets import miniature
 from .presets.tiny import TINY_NOTICE, tiny_context, tiny_stack
 from .progress import print_progress
-from .sampling import REPORT, TINY, SamplerSettings, VideoSettings, decode_frames, encode_start, generate_latents
+from .sampling import (
+    REPORT,
+    TINY,
+    CacheSettings,
+    CacheStats,
+    SamplerSettings,
+    VideoSettings,
+    decode_frames,
+    encode_start,
+    generate_latents,
+)
 from .weights import OUR_TYPES, convert_file, inspect_file, load, peek_config, quantize_file
 
 GIB = 2**30
@@ -79,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flash_attn", "sage", "npu"],
                      help="attention kernel (default auto: flash-attn/NPU when installed, else SDPA)")
     _memory_options(gen)
+    gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
+                     "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
+                     "intervals] (the Wan report's attention and unconditional caches; a schedule chosen by "
+                     "cache-calibrate is read from <dit>.cache.json), or both: adaptive+wan")
     ins = sub.add_parser("inspect", help="say what a weight file is (format, kind, config, dtypes)")
     ins.add_argument("file")
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -308,6 +322,8 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
         _miniature_example(args)
     args.prompt = args.prompt or ""
     check_settings(args)
+    args.cache_settings = CacheSettings.parse(args.cache).with_schedule(
+        args.dit or miniature.model_dir() / miniature.FILES["dit"])
     _style_spec(args, all_styles([miniature.model_dir()]) if preset == "miniature" else all_styles())
     device = check_device(args.device)
     image = check_image(args.image)
@@ -327,14 +343,17 @@ def generate_command(args: argparse.Namespace) -> Path:
     if preset == "miniature":
         print(f"miniature model: '{args.prompt}', style {args.style or 'none'}, image {args.image or 'procedural'}")
     video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
-    sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio)
+    sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio, cache=args.cache_settings)
+    stats = CacheStats()
     print(f"sampling: {args.steps} steps, shift {args.shift:g}, cfg {args.cfg:g}, {args.width}x{args.height}, "
           f"{args.frames} frames")
     started = time.perf_counter()
     with stack.vae_place.active():
         start = encode_start(stack.vae, stack.image, args.width, args.height, args.fourier_ratio, device)
     latents = generate_latents(stack.dit, stack.vae, None, stack.context, stack.negative, video, sampler,
-                               progress=print_progress("sampling"), start=start)
+                               progress=print_progress("sampling"), start=start, stats=stats)
+    if sampler.cache.active:
+        print(f"cache {args.cache}: {stats.summary()}")
     with stack.vae_place.active():
         frames = decode_frames(stack.vae, latents.to(device), progress=print_progress("decoding"))
     written = _write(frames, out, args.fps)

@@ -19,6 +19,7 @@ from ..model.dit import WanDiT
 from ..model.fourier import high_frequency
 from ..model.vae import WanVAE
 from ..progress import ProgressHook
+from .cache import CacheStats
 from .defaults import REPORT
 from .sampler import SamplerSettings, sample
 
@@ -106,7 +107,8 @@ def generate_latents(dit: WanDiT, vae: WanVAE, image: torch.Tensor | None, conte
                      video: VideoSettings = VideoSettings(),
                      sampler: SamplerSettings = SamplerSettings(),
                      progress: ProgressHook | None = None,
-                     start: StartFrame | None = None) -> torch.Tensor:
+                     start: StartFrame | None = None,
+                     stats: CacheStats | None = None) -> torch.Tensor:
     """Image (or its StartFrame) + context -> normalised video latents [1, z, F', h, w].
 
     With `start`, its Fourier ratio is the one used (`sampler.fourier_ratio` is ignored).
@@ -124,7 +126,7 @@ def generate_latents(dit: WanDiT, vae: WanVAE, image: torch.Tensor | None, conte
     dtype = dit.patch_embedding.weight.dtype
     return sample(dit, noise, start.latents.to(device), context.to(device, dtype),
                   None if negative_context is None else negative_context.to(device, dtype),
-                  sampler, progress=progress, high_frequencies=start.high_frequencies.to(device))
+                  sampler, progress=progress, high_frequencies=start.high_frequencies.to(device), stats=stats)
 
 
 def decode_frames(vae: WanVAE, latents: torch.Tensor,

@@ -16,6 +16,7 @@ from ..model.dit import WanDiT
 from ..model.flashi2v import shift_latents
 from ..model.fourier import high_frequency
 from ..progress import ProgressHook, report
+from .cache import CachedGuidance, CacheSettings, CacheStats
 from .defaults import REPORT
 from .schedule import inference_sigmas, timesteps_from_sigmas
 
@@ -29,6 +30,7 @@ class SamplerSettings:
     guidance_scale: float = REPORT.cfg
     fourier_ratio: float = REPORT.fourier_ratio
     batch_cfg: bool = True  # run cond and uncond as one batch when shapes allow
+    cache: CacheSettings = CacheSettings()  # off: every forward runs
 
 
 def guided_velocity(dit: WanDiT, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
@@ -53,13 +55,15 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
            settings: SamplerSettings = SamplerSettings(),
            sigmas: torch.Tensor | None = None,
            progress: ProgressHook | None = None,
-           high_frequencies: torch.Tensor | None = None) -> torch.Tensor:
+           high_frequencies: torch.Tensor | None = None,
+           stats: CacheStats | None = None) -> torch.Tensor:
     """Integrate from `noise` [B, 16, F, H, W] to clean (normalised) latents.
 
     start_frame_latents: [B, 16, 1, H, W] normalised VAE latent of the first frame.
     context / negative_context: [B, L, text_dim] features before `text_embedding`.
     high_frequencies: the start frame's Fourier map [B, 16, 1, H, W] when already
     computed (a `StartFrame`); else it is computed at `settings.fourier_ratio`.
+    stats: filled with what `settings.cache` saved.
     """
     if sigmas is None:
         sigmas = inference_sigmas(settings.steps, settings.shift)
@@ -73,11 +77,18 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
     features = high_frequencies.to(noise.device, dtype).expand(-1, -1, noise.shape[2], -1, -1)
     y = noise.float()
     steps = len(sigmas) - 1
-    for i in range(steps):
-        t = timesteps[i].expand(y.shape[0])
-        x = shift_latents(y, proj).to(dtype)
-        v = guided_velocity(dit, x, t, context, negative_context, features,
-                            settings.guidance_scale, settings.batch_cfg)
-        y = y + v * (sigmas[i + 1] - sigmas[i])
-        report(progress, i + 1, steps, y)
+    guidance = CachedGuidance(dit, settings.cache, steps, settings.guidance_scale, settings.batch_cfg)
+    with guidance.active():
+        for i in range(steps):
+            t = timesteps[i].expand(y.shape[0])
+            x = shift_latents(y, proj).to(dtype)
+            if settings.cache.active:
+                v = guidance(i, x, t, context, negative_context, features)
+            else:
+                v = guided_velocity(dit, x, t, context, negative_context, features,
+                                    settings.guidance_scale, settings.batch_cfg)
+            y = y + v * (sigmas[i + 1] - sigmas[i])
+            report(progress, i + 1, steps, y)
+    if stats is not None:
+        stats.__dict__.update(guidance.stats.__dict__)
     return y

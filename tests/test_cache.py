@@ -1,0 +1,107 @@
+"""Sampling caches: `off` changes nothing, each policy skips what it says, at zero each is the uncached run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import tiny_dit
+
+from uniworld_core.sampling import CacheSettings, CacheStats, SamplerSettings, sample
+
+STEPS = 12
+
+
+def _inputs(dit, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, 16, 3, 4, 6, generator=gen)
+    start = torch.randn(1, 16, 1, 4, 6, generator=gen)
+    context = torch.randn(1, 5, dit.cfg.text_dim, generator=gen)
+    negative = torch.randn(1, 5, dit.cfg.text_dim, generator=gen)
+    return noise, start, context, negative
+
+
+def _run(dit, cache: str | CacheSettings = "off", steps: int = STEPS, **kwargs):
+    settings = cache if isinstance(cache, CacheSettings) else CacheSettings.parse(cache)
+    stats = CacheStats()
+    noise, start, context, negative = _inputs(dit)
+    out = sample(dit, noise, start, context, negative, SamplerSettings(steps=steps, shift=3.0, guidance_scale=4.0,
+                                                                       cache=settings, **kwargs), stats=stats)
+    return out, stats
+
+
+@pytest.fixture(scope="module")
+def dit():
+    return tiny_dit()
+
+
+def test_off_is_the_sampler_without_a_cache(dit):
+    noise, start, context, negative = _inputs(dit)
+    plain = sample(dit, noise, start, context, negative, SamplerSettings(steps=STEPS, shift=3.0, guidance_scale=4.0))
+    off, stats = _run(dit, "off")
+    assert torch.equal(plain, off)
+    assert stats.forwards == stats.skipped == 0  # the cache machinery did not run at all
+
+
+@pytest.mark.parametrize("spec", ["adaptive:0", "wan:1:1", "adaptive:0+wan:1:1"])
+def test_every_policy_at_zero_reproduces_the_uncached_run_exactly(dit, spec):
+    uncached, _ = _run(dit, "off")
+    cached, stats = _run(dit, spec)
+    assert torch.equal(cached, uncached), spec
+    assert stats.skipped == stats.uncond_reused == stats.attention_reused == 0
+    assert stats.forwards == 2 * STEPS
+
+
+def test_adaptive_skips_forwards_and_stays_close(dit):
+    uncached, _ = _run(dit, "off", steps=30)
+    cached, stats = _run(dit, "adaptive:0.5", steps=30)
+    assert stats.skipped > 0 and stats.forwards + stats.skipped == 2 * 30
+    assert stats.forwards >= 2 * CacheSettings().warmup  # the warm-up steps always run, both branches
+    error = ((cached - uncached).norm() / uncached.norm()).item()
+    assert 0 < error < 0.2, error
+
+
+def test_adaptive_skips_more_with_a_higher_threshold(dit):
+    skipped = [_run(dit, f"adaptive:{t}", steps=30)[1].skipped for t in (0.1, 0.5, 2.0)]
+    assert skipped[0] <= skipped[1] <= skipped[2] and skipped[2] > skipped[0], skipped
+
+
+def test_wan_reuses_attention_and_uncond_on_its_schedule(dit):
+    settings = CacheSettings(policies=("wan",), attention_start=0.25, attention_interval=2, uncond_start=0.5,
+                             uncond_interval=3)
+    _, stats = _run(dit, settings)
+    attention_steps = [i for i in range(int(0.25 * STEPS), STEPS) if (i - int(0.25 * STEPS)) % 2]
+    uncond_steps = [i for i in range(int(0.5 * STEPS), STEPS) if (i - int(0.5 * STEPS)) % 3]
+    assert stats.uncond_reused == len(uncond_steps)
+    assert stats.forwards == 2 * STEPS - len(uncond_steps)
+    # one reuse per block for each DiT call on a reuse step (the batch of both branches, or cond alone)
+    assert stats.attention_reused == len(attention_steps) * len(dit.blocks)
+
+
+def test_a_skipped_step_moves_no_weights_under_block_swap(dit):
+    from uniworld_core import place_dit
+
+    swapped_dit = tiny_dit()
+    placed = place_dit(swapped_dit, "cpu", blocks_to_swap=2, prefetch=0, latent_grid=(3, 4, 6))
+    out, stats = _run(swapped_dit, "adaptive:0.5", steps=30)
+    calls = placed.stats.loads // 2  # every DiT call loads both swapped blocks (prefetch 0)
+    assert 0 < stats.skipped and calls < 30, "whole steps were skipped"
+    assert torch.equal(out, _run(dit, "adaptive:0.5", steps=30)[0])
+
+
+def test_progress_is_reported_on_every_step(dit):
+    seen = []
+    noise, start, context, negative = _inputs(dit)
+    sample(dit, noise, start, context, negative,
+           SamplerSettings(steps=STEPS, cache=CacheSettings.parse("adaptive:5+wan")),
+           progress=lambda done, total, latents: seen.append(done))
+    assert seen == list(range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize("spec,message", [("turbo", "cache policy 'turbo'"), ("adaptive:x", "policy\\[:number"),
+                                          ("wan:0:1", "intervals >= 1")])
+def test_bad_cache_settings_are_named(spec, message):
+    from uniworld_core import InputError
+
+    with pytest.raises(InputError, match=message):
+        CacheSettings.parse(spec)
+
