@@ -105,3 +105,23 @@ def test_bad_cache_settings_are_named(spec, message):
     with pytest.raises(InputError, match=message):
         CacheSettings.parse(spec)
 
+
+
+def test_calibration_picks_the_fastest_schedule_that_keeps_the_quality(dit, tmp_path):
+    """choose_wan_schedule on the tiny DiT: the chosen schedule really keeps the PSNR it reports."""
+    from uniworld_core.sampling import choose_wan_schedule
+    from uniworld_core.sampling.cache import WAN_CANDIDATES, psnr
+
+    def render(settings):
+        out, _ = _run(dit, settings)
+        return (out.clamp(-3, 3) + 3) / 6  # latents as 0..1 "frames" for the PSNR
+
+    chosen, rows = choose_wan_schedule(render, min_psnr=25.0, candidates=WAN_CANDIDATES[:4])
+    assert len(rows) == 4 and chosen["schedule"] in WAN_CANDIDATES[:4]
+    settings = CacheSettings(policies=("wan",), **chosen["schedule"])
+    assert psnr(render(settings), render(CacheSettings())) >= 25.0
+    path = tmp_path / "dit.safetensors"
+    (tmp_path / "dit.safetensors.cache.json").write_text(__import__("json").dumps(chosen))
+    assert CacheSettings.parse("wan").with_schedule(path).uncond_interval == chosen["schedule"]["uncond_interval"]
+    with pytest.raises(Exception, match="no wan schedule keeping 1000"):
+        choose_wan_schedule(render, min_psnr=1000.0, candidates=WAN_CANDIDATES[:1])

@@ -34,11 +34,13 @@ from .presets.tiny import TINY_NOTICE, tiny_context, tiny_stack
 from .progress import print_progress
 from .sampling import (
     REPORT,
+    SCHEDULE_SUFFIX,
     TINY,
     CacheSettings,
     CacheStats,
     SamplerSettings,
     VideoSettings,
+    choose_wan_schedule,
     decode_frames,
     encode_start,
     generate_latents,
@@ -93,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
                      "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
                      "intervals] (the Wan report's attention and unconditional caches; a schedule chosen by "
                      "cache-calibrate is read from <dit>.cache.json), or both: adaptive+wan")
+    cal = sub.add_parser("cache-calibrate", help="choose the wan cache schedule for a model and write it beside "
+                         "its DiT file (<dit>.cache.json), which --cache wan then reads")
+    for action in gen._actions[1:]:  # the generate options, so the same model and input can be given
+        cal._add_action(action)
+    cal.add_argument("--min-psnr", type=float, default=30.0, help="the least PSNR (dB) against the uncached video "
+                     "a schedule must keep (default 30)")
     ins = sub.add_parser("inspect", help="say what a weight file is (format, kind, config, dtypes)")
     ins.add_argument("file")
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -335,31 +343,54 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
     return preset, out, device, image
 
 
-def generate_command(args: argparse.Namespace) -> Path:
-    preset, out, device, image = _prepare(args)
-    attention = get_attention(args.attention, device)
-    build = {"miniature": _miniature_stack, "tiny": _tiny_stack, None: _file_stack}[preset]
-    stack = build(args, device, attention, image)
-    if preset == "miniature":
-        print(f"miniature model: '{args.prompt}', style {args.style or 'none'}, image {args.image or 'procedural'}")
+def _render(stack: Stack, args: argparse.Namespace, device: torch.device, cache: CacheSettings,
+            stats: CacheStats | None = None, quiet: bool = False) -> torch.Tensor:
+    """Frames [T, H, W, 3] of one sampling run of the stack under `cache`."""
     video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
-    sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio, cache=args.cache_settings)
-    stats = CacheStats()
-    print(f"sampling: {args.steps} steps, shift {args.shift:g}, cfg {args.cfg:g}, {args.width}x{args.height}, "
-          f"{args.frames} frames")
-    started = time.perf_counter()
+    sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio, cache=cache)
     with stack.vae_place.active():
         start = encode_start(stack.vae, stack.image, args.width, args.height, args.fourier_ratio, device)
     latents = generate_latents(stack.dit, stack.vae, None, stack.context, stack.negative, video, sampler,
-                               progress=print_progress("sampling"), start=start, stats=stats)
-    if sampler.cache.active:
-        print(f"cache {args.cache}: {stats.summary()}")
+                               progress=None if quiet else print_progress("sampling"), start=start, stats=stats)
     with stack.vae_place.active():
-        frames = decode_frames(stack.vae, latents.to(device), progress=print_progress("decoding"))
+        return decode_frames(stack.vae, latents.to(device), progress=None if quiet else print_progress("decoding"))
+
+
+def _stack_for(args: argparse.Namespace) -> tuple[Stack, str | None, Path, torch.device]:
+    preset, out, device, image = _prepare(args)
+    build = {"miniature": _miniature_stack, "tiny": _tiny_stack, None: _file_stack}[preset]
+    return build(args, device, get_attention(args.attention, device), image), preset, out, device
+
+
+def generate_command(args: argparse.Namespace) -> Path:
+    stack, preset, out, device = _stack_for(args)
+    if preset == "miniature":
+        print(f"miniature model: '{args.prompt}', style {args.style or 'none'}, image {args.image or 'procedural'}")
+    print(f"sampling: {args.steps} steps, shift {args.shift:g}, cfg {args.cfg:g}, {args.width}x{args.height}, "
+          f"{args.frames} frames")
+    started, stats = time.perf_counter(), CacheStats()
+    frames = _render(stack, args, device, args.cache_settings, stats)
+    if args.cache_settings.active:
+        print(f"cache {args.cache}: {stats.summary()}")
     written = _write(frames, out, args.fps)
     print(f"wrote {written} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) "
           f"in {time.perf_counter() - started:.1f} s on {device}")
     return written
+
+
+def calibrate_command(args: argparse.Namespace) -> Path:
+    """Choose the `wan` cache schedule for this model on this input and write it beside the DiT file."""
+    stack, preset, _, device = _stack_for(args)
+    target = Path(str(args.dit or miniature.model_dir() / miniature.FILES["dit"]) + SCHEDULE_SUFFIX)
+    print(f"calibrating the wan cache on '{args.prompt}' ({args.steps} steps): at least {args.min_psnr:g} dB "
+          "PSNR against the uncached video")
+    chosen, table = choose_wan_schedule(lambda cache: _render(stack, args, device, cache, quiet=True),
+                                        args.min_psnr)
+    for row in table:
+        print(f"  {row}")
+    target.write_text(json.dumps(chosen, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {target}: {chosen['schedule']}")
+    return target
 
 
 def _write(frames: torch.Tensor, out: Path, fps: int) -> Path:
@@ -376,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code = {"generate": generate_command, "inspect": inspect_command, "convert": convert_command,
-                "quantize": quantize_command}[args.command](args)
+                "quantize": quantize_command, "cache-calibrate": calibrate_command}[args.command](args)
     except UniWorldError as exc:
         print_error(str(exc))
         return 2

@@ -251,3 +251,46 @@ class CachedGuidance:
         with self.attention.installed():
             yield self
         self.stats.attention_reused = self.attention.reused
+
+
+# The `wan` schedules calibration tries, from the most caching to the least.
+WAN_CANDIDATES = [dict(attention_start=a_start, attention_interval=a_int, uncond_start=u_start, uncond_interval=u_int)
+                  for a_int, u_int in ((3, 4), (3, 3), (2, 3), (2, 2))
+                  for a_start, u_start in ((0.1, 0.3), (0.2, 0.4), (0.3, 0.6))]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of frames in 0..1."""
+    mse = (a.float() - b.float()).square().mean().clamp_min(1e-12)
+    return float(10 * torch.log10(1 / mse))
+
+
+def choose_wan_schedule(render: Callable[[CacheSettings], torch.Tensor], min_psnr: float,
+                        candidates: list[dict] = WAN_CANDIDATES) -> tuple[dict, list[str]]:
+    """The fastest `wan` schedule whose video stays `min_psnr` dB from the uncached one.
+
+    `render(cache)` samples the validation input(s) and returns frames. Speed is
+    wall time against an uncached run timed just before each candidate. Returns the
+    chosen entry (for `<dit>.cache.json`) and one line per candidate tried.
+    """
+    import time
+
+    def timed(settings: CacheSettings) -> tuple[torch.Tensor, float]:
+        started = time.perf_counter()
+        frames = render(settings)
+        return frames, time.perf_counter() - started
+
+    reference, _ = timed(CacheSettings())  # also the warm-up: first runs pay one-off costs
+    rows, best = [], None
+    for values in candidates:
+        _, uncached = timed(CacheSettings())  # timed beside each candidate: the machine's load changes
+        frames, cached = timed(CacheSettings(policies=("wan",), **values))
+        ratio, quality = uncached / cached, psnr(frames, reference)
+        rows.append(f"{values}: {quality:.1f} dB, {ratio:.2f}x")
+        if quality >= min_psnr and (best is None or ratio > best["speedup"]):
+            best = {"schedule": values, "psnr_db": round(quality, 2), "speedup": round(ratio, 3)}
+    if best is None:
+        raise InputError(f"no wan schedule keeping {min_psnr:g} dB (best tried: {max(rows)})",
+                         "a lower --min-psnr, or the adaptive cache")
+    return {**best["schedule"], "measured": {k: v for k, v in best.items() if k != "schedule"},
+            "schedule": best["schedule"]}, rows
