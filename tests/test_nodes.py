@@ -58,7 +58,7 @@ def pack(tmp_path, monkeypatch):
 
 def test_every_node_definition_is_well_formed(pack):
     mappings = pack.NODE_CLASS_MAPPINGS
-    assert len(mappings) == 12 and set(mappings) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    assert len(mappings) == 13 and set(mappings) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     for name, cls in mappings.items():
         assert cls.CATEGORY == "UniWorld" and cls.DESCRIPTION, name
         assert callable(getattr(cls(), cls.FUNCTION)), name
@@ -394,3 +394,19 @@ def test_workflow_files_of_earlier_releases_still_run(runnable, path):
     assert fourier["fourier_ratio"] == 0.1  # the value saved under the old name, read by position
     ui = runner.execute(prompt)
     assert any((result or {}).get("videos") for result in ui.values())
+
+
+def test_the_cache_node_feeds_the_sampler(request, capsys):
+    """UniWorld Cache -> UniWorld Sampler in a workflow, through the headless runner."""
+    import importlib
+
+    runnable = request.getfixturevalue("runnable")
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
+    prompt = _small_prompt(runnable, REPO / "workflows" / "flashi2v_1.3B_umt5.json")
+    prompt["90"] = {"class_type": "UniWorldCache", "inputs": {
+        "policy": "adaptive+wan", "threshold": 5.0, "warmup_steps": 1, "end": 1.0, "attention_interval": 2,
+        "attention_start": 0.0, "uncond_interval": 2, "uncond_start": 0.0}}
+    prompt[_node(prompt, "UniWorldSampler")]["inputs"]["cache"] = ["90", 0]
+    runner.execute(prompt)
+    printed = capsys.readouterr().out
+    assert "[UniWorld] cache:" in printed and "DiT forwards run" in printed
