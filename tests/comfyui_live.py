@@ -192,9 +192,12 @@ def api_checks(report: Report, port: int, base: Path) -> None:
 
 def listing_checks(report: Report, port: int) -> None:
     """What the loaders offer, as the frontend receives it from /object_info."""
+    from run_workflow import load_pack
+
     info = get(port, "/object_info")
-    ours = sorted(k for k in info if k.startswith("UniWorld"))
-    report.check(len(ours) == 12, "pack", "12 UniWorld nodes registered", ", ".join(ours))
+    defined = set(load_pack("uniworld_live_check").NODE_CLASS_MAPPINGS)
+    ours = sorted(k for k, v in info.items() if v.get("python_module", "").endswith(PACK_DIR))
+    report.check(set(ours) == defined, "pack", f"all {len(defined)} UniWorld nodes registered", ", ".join(ours))
 
     def combo(node, name):
         spec = {**info[node]["input"]["required"], **info[node]["input"].get("optional", {})}[name]
