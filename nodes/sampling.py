@@ -7,7 +7,7 @@ import torch
 from ..uniworld_core import REPORT, InputError, SamplerSettings, StartFrame, VideoSettings, applied, encode_start
 from ..uniworld_core.sampling import CacheSettings, CacheStats, generate_latents
 from . import comfy_env
-from .types import CACHE, CATEGORY, COND, DIT, FOURIER, VAE, size_inputs, spec
+from .types import CACHE, CATEGORY, COND, DIT, FOURIER, VAE, bounds, size_inputs, spec
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 RATIO_TOOLTIP = ("Fourier ratio: the share of spectral energy left in the low band; the start frame's "
@@ -56,7 +56,7 @@ class UniWorldFourierCutoff:
             "vae": spec(VAE, "The Wan2.1 VAE, to encode the start image."),
             "image": spec("IMAGE", "The start image (the one the sampler animates)."),
             **size_inputs(),
-            "fourier_ratio": spec("FLOAT", RATIO_TOOLTIP, default=REPORT.fourier_ratio, min=0.0, max=1.0,
+            "fourier_ratio": spec("FLOAT", RATIO_TOOLTIP, default=REPORT.fourier_ratio, **bounds("fourier_ratio"),
                                   step=0.01),
         }}
 
@@ -83,13 +83,13 @@ class UniWorldSampler:
             "negative": spec(COND, "From VLM Encode / T5 Encode."),
             **size_inputs(),
             "frames": spec("INT", f"Frame count, 4k+1 ({REPORT.frames} = 3 s at {REPORT.fps} fps).",
-                           default=REPORT.frames, min=1, max=1025, step=4),
+                           default=REPORT.frames, **bounds("frames", True), step=4),
             "steps": spec("INT", f"Euler steps ({REPORT.steps} in the report).", default=REPORT.steps,
-                          min=1, max=1000),
+                          **bounds("steps", True)),
             "cfg": spec("FLOAT", f"Classifier-free guidance scale ({REPORT.cfg} in the report; 1 = off).",
-                        default=REPORT.cfg, min=1.0, max=30.0, step=0.1),
+                        default=REPORT.cfg, **bounds("cfg"), step=0.1),
             "shift": spec("FLOAT", f"Flow-matching time shift ({REPORT.shift} in the report).",
-                          default=REPORT.shift, min=0.1, max=50.0, step=0.1),
+                          default=REPORT.shift, **bounds("shift"), step=0.1),
             "seed": spec("INT", "Noise seed: the same seed gives the same video on any device.",
                          default=REPORT.seed, min=0, max=MAX_SEED, control_after_generate=True),
         }, "optional": {

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..uniworld_core import REPORT, Conditioner, DiTPlacement, Placement, StartFrame, StyleSpec, WanDiT, WanVAE
+from ..uniworld_core.sampling import LIMITS
 from ..uniworld_core.weights import LoraPatch, merge_patches
 
 DIT, VAE, TEXT_ENCODER = "UNIWORLD_DIT", "UNIWORLD_VAE", "UNIWORLD_TEXT_ENCODER"
@@ -55,6 +56,12 @@ class Condition:
     encoder: str
 
 
+def bounds(name: str, integer: bool = False) -> dict:
+    """min/max of a setting's widget: the limits the command line checks (uniworld_core.sampling.LIMITS)."""
+    limit, kind = LIMITS[name], int if integer else float
+    return {"min": kind(limit.low), "max": kind(limit.high)}
+
+
 def spec(kind, tooltip: str, **options):
     """An input spec with its tooltip (every input of the pack has one)."""
     return (kind, {**options, "tooltip": tooltip})
@@ -63,8 +70,9 @@ def spec(kind, tooltip: str, **options):
 def size_inputs() -> dict:
     """Width and height widgets (multiples of 16: 8x VAE, 2x2 patches)."""
     return {
-        "width": spec("INT", "Width in pixels (multiple of 16).", default=REPORT.width, min=16, max=4096, step=16),
-        "height": spec("INT", "Height in pixels (multiple of 16).", default=REPORT.height, min=16, max=4096,
+        "width": spec("INT", "Width in pixels (multiple of 16).", default=REPORT.width, **bounds("width", True),
+                      step=16),
+        "height": spec("INT", "Height in pixels (multiple of 16).", default=REPORT.height, **bounds("height", True),
                        step=16),
     }
 
