@@ -200,8 +200,11 @@ class VLMProcessor:
 
 def make_processor(tokenizer_dir: str | Path) -> VLMProcessor:
     """The processor from a folder with tokenizer files (the HF model folder, or ComfyUI's)."""
-    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+    import transformers
+    from transformers import AutoTokenizer
 
+    # transformers 5 names the PIL (torchvision-free) processor ...Pil; in 4.x it is the plain class
+    image_class = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
     folder = Path(tokenizer_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -211,9 +214,9 @@ def make_processor(tokenizer_dir: str | Path) -> VLMProcessor:
                               "Point to the Qwen2.5-VL-7B-Instruct folder, or ComfyUI's "
                               "comfy/text_encoders/qwen25_tokenizer.") from exc
     if (folder / "preprocessor_config.json").is_file():
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
+        image_processor = image_class.from_pretrained(folder, local_files_only=True)
     else:
-        image_processor = Qwen2VLImageProcessorPil()
+        image_processor = image_class()
     return VLMProcessor(tokenizer, image_processor)
 
 
