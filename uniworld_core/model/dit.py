@@ -113,11 +113,16 @@ class WanBlock(nn.Module):
                 rope: tuple[torch.Tensor, torch.Tensor], attention: AttentionFn) -> torch.Tensor:
         # x [B, L, dim] fp32; e [B, 6, dim] fp32: shift/scale/gate for attention, then FFN.
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).chunk(6, dim=1)
-        y = self.self_attn(self.norm1(x) * (1 + scale1) + shift1, None, attention, rope)
-        x = x + y.float() * gate1
-        x = x + self.cross_attn(self.norm3(x), context, attention).float()
-        y = _linear(self.ffn[2], self.ffn[1](_linear(self.ffn[0], self.norm2(x) * (1 + scale2) + shift2)))
-        return x + y.float() * gate2
+        y = self.self_attn(modulate(self.norm1(x), shift1, scale1), None, attention, rope)
+        x = torch.addcmul(x, y, gate1)  # x + y * gate, in float32 (y is promoted)
+        x = x + self.cross_attn(self.norm3(x), context, attention)
+        y = _linear(self.ffn[2], self.ffn[1](_linear(self.ffn[0], modulate(self.norm2(x), shift2, scale2))))
+        return torch.addcmul(x, y, gate2)
+
+
+def modulate(normed: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: normed * (1 + scale) + shift, in one fused pass."""
+    return torch.addcmul(shift, normed, 1 + scale)
 
 
 class Head(nn.Module):
@@ -131,7 +136,7 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         shift, scale = (self.modulation.float() + e.unsqueeze(1)).chunk(2, dim=1)
-        return _linear(self.head, self.norm(x) * (1 + scale) + shift).float()
+        return _linear(self.head, modulate(self.norm(x), shift, scale)).float()
 
 
 class WanDiT(nn.Module):
@@ -209,7 +214,8 @@ class WanDiT(nn.Module):
         if self.cfg.flashi2v:
             tokens = tokens + self.fourier_embedding(fourier_features.to(dtype))
         grid = tuple(tokens.shape[2:])
-        tokens = tokens.flatten(2).transpose(1, 2).float()  # [B, L, dim]
+        # [B, L, dim], contiguous: a transposed view would make every residual op strided (and slow)
+        tokens = tokens.flatten(2).transpose(1, 2).float().contiguous()
 
         t = t.reshape(-1).expand(x.shape[0])
         e = _linear_fp32(self.time_embedding[2], F.silu(

@@ -39,19 +39,25 @@ def _tables_cpu(grid: tuple[int, int, int], head_dim: int) -> tuple[torch.Tensor
         parts[1].view(1, h, 1, -1).expand(f, h, w, -1),
         parts[2].view(1, 1, w, -1).expand(f, h, w, -1),
     ], dim=-1).reshape(f * h * w, head_dim // 2)
-    return angles.cos().float(), angles.sin().float()
+    # per channel: pair i's cos twice; -sin for its first channel, +sin for its second
+    cos = angles.cos().repeat_interleave(2, dim=-1)
+    sin = torch.stack((-angles.sin(), angles.sin()), dim=-1).flatten(-2)
+    return cos.float()[:, None, :], sin.float()[:, None, :]  # [L, 1 (heads), head_dim]
 
 
 def rope_tables(grid: tuple[int, int, int], head_dim: int,
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables [L, head_dim/2] for a (frames, rows, cols) token grid."""
+    """cos and signed sin tables [L, 1, head_dim] for a (frames, rows, cols) token grid."""
     cos, sin = _tables_cpu(tuple(int(g) for g in grid), head_dim)
     return cos.to(device), sin.to(device)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs of x [B, L, heads, head_dim]; computed in float32."""
-    pairs = x.float().unflatten(-1, (-1, 2))  # [B, L, H, D/2, 2]
-    a, b = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+    """Rotate channel pairs (a, b) of x [B, L, heads, head_dim] to (a cos - b sin, a sin + b cos), in float32.
+
+    As x * cos + swap(x) * sin with the tables of `rope_tables`: three
+    whole-tensor passes (the pair swap, a product, a fused multiply-add).
+    """
+    x = x.float()
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (b, a) for each pair (a, b)
+    return torch.addcmul(x * cos, swapped, sin)

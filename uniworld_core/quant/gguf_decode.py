@@ -1,11 +1,31 @@
-"""GGML block formats, dequantised in torch on the weight's device.
+"""GGML block formats, dequantised in torch on the weight's device, in the target dtype.
 
-Each function takes the raw bytes of n blocks as uint8 [n, block_bytes] and
-returns float32 [n, block_size]. Layouts are ggml's (the facts every GGUF
-reader shares); `gguf`'s numpy dequantiser is the reference in the tests.
+Every format stores, per block, small integer codes and one or two scales
+per sub-block; a value is `scale * code - offset`. Each decoder below turns
+the raw bytes of n blocks (uint8 [n, block_bytes]) into
+`Codes(codes [n, S, sub], scale [n, S, 1], offset [n, S, 1] or None)`: the
+codes as uint8/int8 and the per-sub-block scales in float32 (they are 1/16
+to 1/256 of the values, so their cost does not matter). `dequantize` then
+writes the codes into the output and scales them in place, in as few
+whole-tensor passes as it can, into buffers the caller may reuse
+(quant/layers.py shares one across layers).
+
+Exactness: in float32 every value is `(d * sc) * q - (dmin * m)`, what
+`gguf`'s numpy reference computes, bit for bit (`(d * sc) * q` is exact in
+float32, so a fused multiply-add rounds once, as numpy's two steps do). In
+bf16/fp16 every value is that float32 value rounded once to the target
+dtype: directly where the target dtype's own arithmetic gives the same
+rounding (`_exact_in`), else through a float32 work tensor. Computing in
+bf16 instead (scales rounded to bf16, then the product, then the offset
+subtracted) would cost up to 4x the rounding error of the K formats, whose
+offset cancels most of the product. Layouts are ggml's (the facts every
+GGUF reader shares).
 """
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import torch
 
@@ -16,6 +36,15 @@ BLOCKS = {
     "Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24),
     "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
 }
+FLOAT_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+class Codes(NamedTuple):
+    """value = scale * codes - offset, per sub-block."""
+
+    codes: torch.Tensor  # [n, S, sub] uint8 / int8 / int32
+    scale: torch.Tensor  # [n, S, 1] float32
+    offset: torch.Tensor | None  # [n, S, 1] float32, or None
 
 
 def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
@@ -23,41 +52,46 @@ def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
     return blocks[:, start:start + 2].contiguous().view(torch.float16).float()
 
 
+def _shifts(device: torch.device, values: tuple[int, ...]) -> torch.Tensor:
+    return torch.tensor(values, device=device, dtype=torch.uint8)
+
+
 def _nibbles(packed: torch.Tensor) -> torch.Tensor:
-    """[n, k] bytes -> [n, 2k]: the k low nibbles, then the k high nibbles."""
-    return torch.cat([packed & 0x0F, packed >> 4], dim=1)
+    """[..., k] bytes -> [..., 2, k]: the k low nibbles, then the k high nibbles."""
+    return (packed.unsqueeze(-2) >> _shifts(packed.device, (0, 4)).view(2, 1)) & 0x0F
 
 
-def _bits(packed: torch.Tensor, count: int) -> torch.Tensor:
-    """Little-endian bits of [n, bytes] -> [n, count] (bit i of the block)."""
-    shifts = torch.arange(8, device=packed.device, dtype=torch.uint8)
-    return ((packed[:, :, None] >> shifts) & 1).flatten(1)[:, :count]
+def _bits32(packed: torch.Tensor) -> torch.Tensor:
+    """4 bytes per block, little-endian -> [n, 32]: bit i of the 32-bit word."""
+    bits = (packed[:, :, None] >> _shifts(packed.device, tuple(range(8)))) & 1
+    return bits.flatten(1)
 
 
-def q8_0(b):
-    return _f16(b, 0) * b[:, 2:].contiguous().view(torch.int8).float()
+def q8_0(b: torch.Tensor) -> Codes:
+    return Codes(b[:, 2:].view(torch.int8)[:, None, :], _f16(b, 0)[:, :, None], None)
 
 
-def q4_0(b):
-    return _f16(b, 0) * (_nibbles(b[:, 2:]).float() - 8)
+def q4_0(b: torch.Tensor) -> Codes:
+    codes = _nibbles(b[:, 2:]).flatten(1).view(torch.int8) - 8
+    return Codes(codes[:, None, :], _f16(b, 0)[:, :, None], None)
 
 
-def q4_1(b):
-    return _f16(b, 0) * _nibbles(b[:, 4:]).float() + _f16(b, 2)
+def q4_1(b: torch.Tensor) -> Codes:
+    return Codes(_nibbles(b[:, 4:]).flatten(1)[:, None, :], _f16(b, 0)[:, :, None], -_f16(b, 2)[:, :, None])
 
 
-def q5_0(b):
-    high = _bits(b[:, 2:6], 32) << 4
-    return _f16(b, 0) * ((_nibbles(b[:, 6:]) | high).float() - 16)
+def q5_0(b: torch.Tensor) -> Codes:
+    codes = (_nibbles(b[:, 6:]).flatten(1) | (_bits32(b[:, 2:6]) << 4)).view(torch.int8) - 16
+    return Codes(codes[:, None, :], _f16(b, 0)[:, :, None], None)
 
 
-def q5_1(b):
-    high = _bits(b[:, 4:8], 32) << 4
-    return _f16(b, 0) * (_nibbles(b[:, 8:]) | high).float() + _f16(b, 2)
+def q5_1(b: torch.Tensor) -> Codes:
+    codes = _nibbles(b[:, 8:]).flatten(1) | (_bits32(b[:, 4:8]) << 4)
+    return Codes(codes[:, None, :], _f16(b, 0)[:, :, None], -_f16(b, 2)[:, :, None])
 
 
 def _scale_min_k4(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eight 6-bit scales and mins packed in 12 bytes (Q4_K, Q5_K) -> [n, 8] each."""
+    """The eight 6-bit scales and mins packed in 12 bytes (Q4_K, Q5_K) -> float32 [n, 8] each."""
     s = scales.to(torch.int32)
     low_sc, low_m = s[:, 0:4] & 63, s[:, 4:8] & 63
     high_sc = (s[:, 8:12] & 0x0F) | ((s[:, 0:4] >> 6) << 4)
@@ -65,38 +99,36 @@ def _scale_min_k4(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([low_sc, high_sc], 1).float(), torch.cat([low_m, high_m], 1).float()
 
 
-def _k4_values(d, dmin, scales, q):
-    """y = d*sc*q - dmin*m over 8 sub-blocks of 32; q is [n, 256]."""
-    sc, m = _scale_min_k4(scales)
-    q = q.view(-1, 8, 32).float()
-    return (d[:, :, None] * sc[:, :, None] * q - dmin[:, :, None] * m[:, :, None]).flatten(1)
+def _k4_codes(b: torch.Tensor, q: torch.Tensor) -> Codes:
+    """Q4_K/Q5_K: y = (d*sc) * q - (dmin*m) over 8 sub-blocks of 32."""
+    sc, m = _scale_min_k4(b[:, 4:16])
+    return Codes(q, (_f16(b, 0) * sc)[:, :, None], (_f16(b, 2) * m)[:, :, None])
 
 
 def _k_nibbles(qs: torch.Tensor) -> torch.Tensor:
-    """128 bytes -> 256 values: per 32-byte group, its 32 low nibbles then its 32 high nibbles."""
-    groups = qs.view(-1, 4, 32)
-    return torch.stack([groups & 0x0F, groups >> 4], dim=2).flatten(1)
+    """128 bytes -> [n, 8, 32]: per 32-byte group, its 32 low nibbles then its 32 high nibbles."""
+    return _nibbles(qs.reshape(-1, 4, 32)).view(-1, 8, 32)
 
 
-def q4_k(b):
-    return _k4_values(_f16(b, 0), _f16(b, 2), b[:, 4:16], _k_nibbles(b[:, 16:144]))
+def q4_k(b: torch.Tensor) -> Codes:
+    return _k4_codes(b, _k_nibbles(b[:, 16:144]))
 
 
-def q5_k(b):
+def q5_k(b: torch.Tensor) -> Codes:
     qh = b[:, 16:48]  # bit 2j of qh[l] belongs to group j's low half, bit 2j+1 to its high half
-    shifts = torch.arange(8, device=b.device, dtype=torch.uint8)
-    high = ((qh[:, None, :] >> shifts[:, None]) & 1).view(-1, 4, 2, 32).flatten(1)
-    return _k4_values(_f16(b, 0), _f16(b, 2), b[:, 4:16], _k_nibbles(b[:, 48:176]) | (high << 4))
+    high = (qh[:, None, :] >> _shifts(b.device, tuple(range(8)))[:, None]) & 1  # [n, 8, 32]
+    return _k4_codes(b, _k_nibbles(b[:, 48:176]) | (high << 4))
 
 
-def q6_k(b):
-    ql, qh = b[:, 0:128].view(-1, 2, 64), b[:, 128:192].view(-1, 2, 32)
-    scales = b[:, 192:208].contiguous().view(torch.int8).float().view(-1, 2, 8)
-    low = torch.stack([ql[:, :, :32] & 0x0F, ql[:, :, 32:] & 0x0F, ql[:, :, :32] >> 4, ql[:, :, 32:] >> 4], 2)
-    high = torch.stack([(qh >> s) & 3 for s in (0, 2, 4, 6)], 2)
-    q = ((low | (high << 4)).to(torch.int32) - 32).float()  # [n, 2 halves, 4 rows, 32]
-    sc = scales.view(-1, 2, 4, 2).repeat_interleave(16, dim=3)  # 16 values share a scale
-    return (_f16(b, 208)[:, :, None, None] * sc * q).flatten(1)
+def q6_k(b: torch.Tensor) -> Codes:
+    # 16 sub-blocks of 16: [half, row of 32, which 16] -> sub-block half*8 + row*2 + which
+    ql, qh = b[:, 0:128].reshape(-1, 2, 2, 32), b[:, 128:192].reshape(-1, 2, 1, 32)
+    low = ql[:, :, None] >> _shifts(b.device, (0, 4))[:, None, None]  # [n, half, nibble, 2, 32]
+    low = (low & 0x0F).flatten(2, 3)  # rows: (lo, first 32), (lo, next 32), (hi, first), (hi, next)
+    high = (qh >> _shifts(b.device, (0, 2, 4, 6))[:, None]) & 3  # [n, half, 4 rows, 32]
+    codes = (low | (high << 4)).view(torch.int8) - 32
+    scales = b[:, 192:208].view(torch.int8).float()
+    return Codes(codes.view(-1, 16, 16), (_f16(b, 208) * scales)[:, :, None], None)
 
 
 def _q3_scales(raw: torch.Tensor) -> torch.Tensor:
@@ -110,38 +142,77 @@ def _q3_scales(raw: torch.Tensor) -> torch.Tensor:
     return words.contiguous().view(torch.uint8).view(-1, 16).to(torch.int32) - 32
 
 
-def q3_k(b):
-    hmask, qs = b[:, 0:32], b[:, 32:96].view(-1, 2, 32)
-    scales = _q3_scales(b[:, 96:108]).float().view(-1, 2, 4, 2)
-    low = torch.stack([(qs >> s) & 3 for s in (0, 2, 4, 6)], 2)  # [n, half, shift, 32]
-    bit = torch.arange(8, device=b.device, dtype=torch.uint8).view(1, 2, 4, 1)
+def q3_k(b: torch.Tensor) -> Codes:
+    hmask, qs = b[:, 0:32], b[:, 32:96].reshape(-1, 2, 32)
+    low = qs[:, :, None] >> _shifts(b.device, (0, 2, 4, 6))[:, None]  # [n, half, shift, 32]
+    bit = _shifts(b.device, tuple(range(8))).view(1, 2, 4, 1)
     high = (hmask[:, None, None, :] >> bit) & 1
-    q = low.to(torch.int32) - 4 * (1 - high.to(torch.int32))
-    sc = scales.repeat_interleave(16, dim=3)
-    return (_f16(b, 108)[:, :, None, None] * sc * q.float()).flatten(1)
+    codes = (low & 3).view(torch.int8) - 4 * (1 - high.view(torch.int8))
+    scales = _q3_scales(b[:, 96:108]).float()
+    return Codes(codes.view(-1, 16, 16), (_f16(b, 108) * scales)[:, :, None], None)
 
 
-def q2_k(b):
-    scales, qs = b[:, 0:16].view(-1, 2, 4, 2), b[:, 16:80].view(-1, 2, 32)
-    q = torch.stack([(qs >> s) & 3 for s in (0, 2, 4, 6)], 2).float()  # [n, half, shift, 32]
-    sc = (scales & 0x0F).float().repeat_interleave(16, dim=3)
-    mins = (scales >> 4).float().repeat_interleave(16, dim=3)
-    d, dmin = _f16(b, 80)[:, :, None, None], _f16(b, 82)[:, :, None, None]
-    return (d * sc * q - dmin * mins).flatten(1)
+def q2_k(b: torch.Tensor) -> Codes:
+    scales, qs = b[:, 0:16], b[:, 16:80].reshape(-1, 2, 32)
+    codes = (qs[:, :, None] >> _shifts(b.device, (0, 2, 4, 6))[:, None]) & 3  # [n, half, shift, 32]
+    sc, mins = (scales & 0x0F).float(), (scales >> 4).float()
+    return Codes(codes.view(-1, 16, 16), (_f16(b, 80) * sc)[:, :, None], (_f16(b, 82) * mins)[:, :, None])
 
 
-DEQUANTIZERS = {"Q8_0": q8_0, "Q4_0": q4_0, "Q4_1": q4_1, "Q5_0": q5_0, "Q5_1": q5_1,
-                "Q2_K": q2_k, "Q3_K": q3_k, "Q4_K": q4_k, "Q5_K": q5_k, "Q6_K": q6_k}
+DECODERS = {"Q8_0": q8_0, "Q4_0": q4_0, "Q4_1": q4_1, "Q5_0": q5_0, "Q5_1": q5_1,
+            "Q2_K": q2_k, "Q3_K": q3_k, "Q4_K": q4_k, "Q5_K": q5_k, "Q6_K": q6_k}
 
 
-def dequantize(raw: torch.Tensor, type_name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """Raw GGUF bytes (uint8, any shape) of a tensor of `shape` -> dense `dtype` tensor."""
-    if type_name == "F32":
-        return raw.contiguous().view(torch.float32).reshape(shape).to(dtype)
-    if type_name == "F16":
-        return raw.contiguous().view(torch.float16).reshape(shape).to(dtype)
-    if type_name == "BF16":
-        return raw.contiguous().view(torch.bfloat16).reshape(shape).to(dtype)
+def _exact_in(dtype: torch.dtype, type_name: str) -> bool:
+    """Whether scaling the codes in `dtype` itself rounds each value once, as float32-then-cast does.
+
+    float32: always (see the module docstring). fp16: the 32-value formats
+    without an offset, whose scale is the stored fp16 `d` and whose codes are
+    small integers: `d * q` is computed in float and rounded once to fp16.
+    """
+    return dtype == torch.float32 or (dtype == torch.float16 and type_name in ("Q8_0", "Q4_0", "Q5_0"))
+
+
+def needs_work_buffer(type_name: str, dtype: torch.dtype) -> bool:
+    """Whether `dequantize` to `dtype` computes in a float32 work tensor (see `_exact_in`)."""
+    return type_name not in FLOAT_TYPES and not _exact_in(dtype, type_name)
+
+
+def _traced(codes: Codes, dtype: torch.dtype) -> torch.Tensor:
+    """The same values without in-place steps, for torch.compile to fuse into one kernel."""
+    values = codes.codes.float() * codes.scale
+    return (values if codes.offset is None else values - codes.offset).to(dtype)
+
+
+def dequantize(raw: torch.Tensor, type_name: str, shape: tuple[int, ...], dtype: torch.dtype,
+               out: torch.Tensor | None = None, work: torch.Tensor | None = None) -> torch.Tensor:
+    """Raw GGUF bytes (uint8, any shape) of a tensor of `shape` -> dense `dtype` tensor.
+
+    Every value equals the float32 result cast to `dtype` (one rounding).
+    `out` (`dtype`) and `work` (float32, used when `dtype` cannot compute the
+    values exactly itself), each contiguous and at least the tensor's size,
+    let a caller reuse buffers across layers; the result is then a view of `out`.
+    """
+    numel = math.prod(shape)
+    if type_name in FLOAT_TYPES:
+        stored = raw.contiguous().view(FLOAT_TYPES[type_name]).view(shape)
+        return stored.to(dtype) if out is None else out.view(-1)[:numel].view(shape).copy_(stored)
     _, block_bytes = BLOCKS[type_name]
-    values = DEQUANTIZERS[type_name](raw.reshape(-1, block_bytes))
-    return values.reshape(shape).to(dtype)
+    decoded = DECODERS[type_name](raw.reshape(-1, block_bytes))
+    if torch.compiler.is_compiling():
+        return _traced(decoded, dtype).view(shape)
+    result = torch.empty(numel, dtype=dtype, device=raw.device) if out is None else out.view(-1)[:numel]
+    codes, scale, offset = decoded
+    exact = _exact_in(dtype, type_name)
+    if exact:
+        values = result.view(codes.shape)
+    else:
+        values = (torch.empty(numel, device=raw.device) if work is None else work.view(-1)[:numel]).view(codes.shape)
+    values.copy_(codes)  # small integers: exact in every float dtype
+    if offset is None:
+        values.mul_(scale.to(values.dtype))
+    else:  # scale * code is exact in float32, so the fused multiply-add rounds once, like numpy
+        torch.addcmul(offset.neg().to(values.dtype), values, scale.to(values.dtype), out=values)
+    if not exact:
+        result.copy_(values.view(-1))
+    return result.view(shape)

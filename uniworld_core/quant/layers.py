@@ -1,9 +1,17 @@
 """Quantised weight storage: linears whose weights stay compressed until used.
 
 A quantised linear keeps its stored weight and exposes `dequantize(dtype)`
-and a `compute_dtype`; model code asks for weights through `weight_of` and
-for the input dtype through `compute_dtype_of`, so every storage format
-(fp8 here; GGUF later) plugs in the same way.
+(a tensor of its own) and a `compute_dtype`; model code asks for weights
+through `weight_of` and for the input dtype through `compute_dtype_of`, so
+every storage format (fp8, GGUF) plugs in the same way.
+
+When a layer runs without autograd, its dense weight is written into one
+buffer per (device, dtype) shared by every quantised layer (`SHARED`): layers
+run one after another, so the buffer only ever holds the weight of the layer
+running now, and no layer allocates (and page-faults) a fresh weight-sized
+tensor per call. With autograd on, the weight is a fresh tensor, since
+backward needs it after the next layer has run. Under torch.compile the
+dequantisation is left to the compiler, which fuses it into one kernel.
 """
 
 from __future__ import annotations
@@ -15,6 +23,37 @@ from torch import nn
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
+class SharedBuffers:
+    """One grow-only buffer per (device, dtype, role), reused by every quantised layer."""
+
+    def __init__(self):
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def get(self, numel: int, dtype: torch.dtype, device: torch.device, role: str = "weight") -> torch.Tensor:
+        """A contiguous 1-D tensor of `numel` elements (contents undefined)."""
+        key = (torch.device(device), dtype, role)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < numel:
+            self._buffers.pop(key, None)  # drop the smaller one before allocating the larger
+            buffer = self._buffers[key] = torch.empty(numel, dtype=dtype, device=device)
+        return buffer[:numel]
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+    def clear(self) -> None:
+        """Free every buffer (the next quantised layer allocates again)."""
+        self._buffers.clear()
+
+
+SHARED = SharedBuffers()
+
+
+def _share_buffers() -> bool:
+    """Shared buffers only where nothing keeps the weight: no autograd, no compiler tracing."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 class Fp8Linear(nn.Linear):
     """Linear with an fp8 (e4m3fn/e5m2) weight and a per-tensor scale, upcast per call."""
 
@@ -24,12 +63,18 @@ class Fp8Linear(nn.Linear):
         self.compute_dtype = compute_dtype
         self.register_buffer("scale_weight", torch.ones((), device=device))
 
-    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
-        return self.weight.to(dtype) * self.scale_weight.to(dtype)
+    def dequantize(self, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The weight times its scale in `dtype` (into `out` when given)."""
+        if out is None:
+            return self.weight.to(dtype) * self.scale_weight.to(dtype)
+        out = out.view(self.weight.shape).copy_(self.weight)  # fp8 values are exact in bf16/fp16/fp32
+        # a 0-dim float32 scale multiplies as a float32 scalar: one rounding, as float32-then-cast
+        return out.mul_(self.scale_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.dequantize(x.dtype), bias)
+        out = SHARED.get(self.weight.numel(), x.dtype, x.device) if _share_buffers() else None
+        return F.linear(x, self.dequantize(x.dtype, out), bias)
 
 
 class GGUFLinear(nn.Linear):
@@ -41,14 +86,13 @@ class GGUFLinear(nn.Linear):
         self.ggml_type, self.compute_dtype = ggml_type, compute_dtype
         self.weight = nn.Parameter(torch.empty(0, dtype=torch.uint8, device=device), requires_grad=False)
 
-    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
-        from .gguf_decode import dequantize
-
-        return dequantize(self.weight, self.ggml_type, (self.out_features, self.in_features), dtype)
+    def dequantize(self, dtype: torch.dtype, shared: bool = False) -> torch.Tensor:
+        """The dense weight in `dtype`; `shared` writes it into the shared buffer (valid until the next layer)."""
+        return _gguf_dense(self.weight, self.ggml_type, (self.out_features, self.in_features), dtype, shared)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.dequantize(x.dtype), bias)
+        return F.linear(x, self.dequantize(x.dtype, _share_buffers()), bias)
 
 
 class GGUFConv3d(nn.Conv3d):
@@ -62,14 +106,27 @@ class GGUFConv3d(nn.Conv3d):
         self.weight = nn.Parameter(torch.empty(0, dtype=torch.uint8, device=conv.weight.device),
                                    requires_grad=False)
 
-    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
-        from .gguf_decode import dequantize
-
-        return dequantize(self.weight, self.ggml_type, self.weight_shape, dtype)
+    def dequantize(self, dtype: torch.dtype, shared: bool = False) -> torch.Tensor:
+        """The dense weight in `dtype`; `shared` writes it into the shared buffer (valid until the next layer)."""
+        return _gguf_dense(self.weight, self.ggml_type, self.weight_shape, dtype, shared)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.conv3d(x, self.dequantize(x.dtype), bias, self.stride, self.padding)
+        return F.conv3d(x, self.dequantize(x.dtype, _share_buffers()), bias, self.stride, self.padding)
+
+
+def _gguf_dense(raw: torch.Tensor, ggml_type: str, shape: tuple[int, ...], dtype: torch.dtype,
+                shared: bool) -> torch.Tensor:
+    from .gguf_decode import dequantize, needs_work_buffer
+
+    if not shared:
+        return dequantize(raw, ggml_type, shape, dtype)
+    numel = 1
+    for size in shape:
+        numel *= size
+    work = (SHARED.get(numel, torch.float32, raw.device, "work")
+            if needs_work_buffer(ggml_type, dtype) else None)
+    return dequantize(raw, ggml_type, shape, dtype, out=SHARED.get(numel, dtype, raw.device), work=work)
 
 
 def install_gguf_layers(model: nn.Module, quantized: dict[str, str], compute_dtype: torch.dtype) -> int:

@@ -1,0 +1,112 @@
+"""Regional compilation: the DiT's repeated block compiled once by torch.compile and run by every block.
+
+A DiT is 30-40 copies of one block, so compiling the block (not the whole
+model) costs one compilation instead of forty and leaves the embeddings,
+the head and block swap's hooks in eager Python. The block is compiled
+with `fullgraph=True` (a graph break is an error, not a silent slowdown) and
+static shapes: within a sampling run every step has the same shapes (the
+timestep is a tensor, and conditional and unconditional passes run as one
+batch), so a run compiles once; a new video size compiles once more. GGUF
+and fp8 layers trace through their dequantisation, which the compiler fuses
+into the matmul's producer; swapped blocks get their weights from block
+swap's hooks before the compiled code runs.
+
+Compilation happens at the first forward. If it fails (no C++ compiler for
+inductor on the CPU, no Triton on the GPU, an operator the compiler cannot
+handle), the block runs eagerly from then on and a message says why.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .dit import WanBlock, WanDiT
+
+LOG = logging.getLogger("uniworld_core")
+
+
+@dataclass
+class CompileState:
+    """What compiling a model's blocks did: how many graphs were compiled, and whether it fell back."""
+
+    backend: str
+    compiles: int = 0
+    failed: str | None = None  # why it runs eagerly, when it does
+    messages: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.failed:
+            return f"torch.compile ({self.backend}) failed, the DiT blocks run uncompiled: {self.failed}"
+        return f"DiT blocks compiled with torch.compile ({self.backend}); {self.compiles} graph(s) so far"
+
+
+def _counting(backend: str | Callable, state: CompileState) -> Callable:
+    """A torch.compile backend that counts the graphs it is given and hands them to `backend`."""
+    from torch._dynamo import lookup_backend
+
+    inner = lookup_backend(backend) if isinstance(backend, str) else backend
+
+    def compile_graph(graph_module, example_inputs):
+        state.compiles += 1
+        return inner(graph_module, example_inputs)
+    return compile_graph
+
+
+class _CompiledBlock:
+    """One compiled WanBlock.forward shared by every block; falls back to eager on the first failure."""
+
+    def __init__(self, state: CompileState, backend: str | Callable, mode: str | None, log: Callable[[str], None]):
+        self.state, self.log = state, log
+        options = {"mode": mode} if mode else {}
+        self.compiled = torch.compile(WanBlock.forward, backend=_counting(backend, state), fullgraph=True,
+                                      dynamic=False, **options)
+
+    def __call__(self, block: WanBlock, *args):
+        if self.state.failed is not None:
+            return WanBlock.forward(block, *args)
+        try:
+            return self.compiled(block, *args)
+        except Exception as exc:  # the compiler reports failures as many exception types
+            output = WanBlock.forward(block, *args)  # when the inputs are at fault, this raises the real error
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            self.state.failed = reason[:300]
+            self.log(self.state.summary())
+            return output
+
+
+def compile_blocks(model: WanDiT, backend: str | Callable = "inductor", mode: str | None = None,
+                   log: Callable[[str], None] | None = None) -> CompileState:
+    """Compile `model`'s blocks (one graph shared by all of them); returns the state, also `model.compile_state`.
+
+    `backend` is a torch.compile backend ("inductor" by default; "eager" or
+    "aot_eager" only trace, for tests); `mode` a torch.compile mode such as
+    "max-autotune-no-cudagraphs". Calling it again replaces the earlier compilation.
+    """
+    log = log or LOG.info
+    uncompile_blocks(model)
+    name = backend if isinstance(backend, str) else getattr(backend, "__name__", "custom")
+    state = CompileState(name)
+    runner = _CompiledBlock(state, backend, mode, log)
+    for block in model.blocks:
+        block.forward = functools.partial(runner, block)  # an instance attribute: hooks still run around it
+    model.compile_state = state
+    log(state.summary())
+    return state
+
+
+def uncompile_blocks(model: WanDiT) -> None:
+    """Back to eager blocks (a no-op for a model that was never compiled)."""
+    for block in model.blocks:
+        block.__dict__.pop("forward", None)
+    model.__dict__.pop("compile_state", None)
+
+
+def graph_breaks(block: WanBlock, *args) -> int:
+    """How many graph breaks torch.compile meets in one block's forward with these inputs."""
+    explanation = torch._dynamo.explain(WanBlock.forward)(block, *args)
+    return explanation.graph_break_count
