@@ -9,7 +9,7 @@ import torch
 from conftest import relative_error
 
 from uniworld_core.device import cast_model, keeps_fp32
-from uniworld_core.model.attention import available_backends, get_attention
+from uniworld_core.model.attention import available_backends, chunked_attention, get_attention, sdpa_attention
 from uniworld_core.model.config import (
     DIT_PRESETS,
     VAE_PRESETS,
@@ -146,8 +146,11 @@ def test_shift_and_dynamic_shift():
 
 
 def test_attention_registry():
-    assert "sdpa" in available_backends()
-    assert get_attention("auto", torch.device("cpu")) is get_attention("sdpa")
+    assert {"sdpa", "chunked"} <= set(available_backends())
+    assert get_attention("sdpa") is sdpa_attention and get_attention("chunked") is chunked_attention
+    messages = []
+    assert get_attention("auto", torch.device("cpu"), log=messages.append) is sdpa_attention
+    assert messages == ["attention: sdpa (auto on cpu; --attention / the loader's input overrides)"]
     with pytest.raises(ValueError, match="unknown attention backend"):
         get_attention("magic")
     for name in ("flash_attn", "sage", "npu"):

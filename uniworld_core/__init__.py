@@ -28,7 +28,7 @@ from .device import pick_device, resolve_dtype
 from .errors import CheckpointError, InputError, Interrupted, UniWorldError
 from .media import load_image, read_webp, save_mp4, save_webp
 from .memory import AUTO, DiTPlacement, Placement, place_dit
-from .model import DiTConfig, VAEConfig, WanDiT, WanVAE, get_attention
+from .model import DiTConfig, VAEConfig, WanDiT, WanVAE, compile_blocks, get_attention
 from .presets import load_miniature, tiny_stack
 from .progress import ProgressHook, print_progress
 from .sampling import (
@@ -58,6 +58,7 @@ __all__ = [
     # loading and placing
     "load", "Loaded", "inspect_file", "convert_file", "quantize_file", "read_lora", "applied",
     "place_dit", "DiTPlacement", "Placement", "AUTO", "pick_device", "resolve_dtype", "get_attention",
+    "compile_blocks",
     # the networks
     "WanDiT", "WanVAE", "DiTConfig", "VAEConfig",
     # conditioning

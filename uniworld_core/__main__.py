@@ -28,7 +28,7 @@ from .device import DTYPES, resolve_dtype
 from .errors import InputError, UniWorldError
 from .media import av_available, demo_image, save_mp4, save_webp
 from .memory import AUTO, Placement, least_generation_bytes, place_dit
-from .model import DIT_PRESETS, VAE_PRESETS, get_attention
+from .model import DIT_PRESETS, VAE_PRESETS, compile_blocks, get_attention
 from .presets import miniature
 from .presets.tiny import TINY_NOTICE, tiny_context, tiny_stack
 from .progress import print_progress
@@ -88,8 +88,13 @@ def _parser() -> argparse.ArgumentParser:
                      "cuda:1, mps, npu")
     gen.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                      help="auto (default: bf16 on accelerators, fp32 on the CPU)")
-    gen.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flash_attn", "sage", "npu"],
-                     help="attention kernel (default auto: flash-attn/NPU when installed, else SDPA)")
+    gen.add_argument("--attention", default="auto",
+                     choices=["auto", "measure", "sdpa", "chunked", "flash_attn", "sage", "npu"],
+                     help="attention kernel (default auto: SDPA on the CPU, flash-attn on CUDA when installed, "
+                     "the NPU kernel on Ascend; measure: time SDPA/chunked/flash-attn on first use and keep "
+                     "the fastest)")
+    gen.add_argument("--compile", action="store_true", help="compile the DiT block with torch.compile "
+                     "(once per video size; falls back to eager with a message when the compiler fails)")
     _memory_options(gen)
     gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
                      "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
@@ -359,7 +364,10 @@ def _render(stack: Stack, args: argparse.Namespace, device: torch.device, cache:
 def _stack_for(args: argparse.Namespace) -> tuple[Stack, str | None, Path, torch.device]:
     preset, out, device, image = _prepare(args)
     build = {"miniature": _miniature_stack, "tiny": _tiny_stack, None: _file_stack}[preset]
-    return build(args, device, get_attention(args.attention, device), image), preset, out, device
+    stack = build(args, device, get_attention(args.attention, device, log=print), image)
+    if args.compile:
+        compile_blocks(stack.dit, log=print)
+    return stack, preset, out, device
 
 
 def generate_command(args: argparse.Namespace) -> Path:
@@ -372,6 +380,8 @@ def generate_command(args: argparse.Namespace) -> Path:
     frames = _render(stack, args, device, args.cache_settings, stats)
     if args.cache_settings.active:
         print(f"cache {args.cache}: {stats.summary()}")
+    if args.compile:
+        print(stack.dit.compile_state.summary())
     written = _write(frames, out, args.fps)
     print(f"wrote {written} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}) "
           f"in {time.perf_counter() - started:.1f} s on {device}")

@@ -1,14 +1,16 @@
 """The networks, one module per component of the paper.
 
 `config` (sizes, inferred from tensor shapes), `dit` (the Wan2.1 DiT) with
-`attention` and `rope`, `flashi2v` (learnable_proj, fourier_embedding, latent
-shifting), `fourier` (high-frequency guidance features), `vae` / `vae_blocks`
-(the Wan2.1 causal VAE) and `adapter` (Qwen2.5-VL -> DiT context). May import
-`quant` and the top-level basics; never weights, memory or anything above.
+`attention` and `rope`, `compile` (regional torch.compile of the DiT block),
+`flashi2v` (learnable_proj, fourier_embedding, latent shifting), `fourier`
+(high-frequency guidance features), `vae` / `vae_blocks` (the Wan2.1 causal
+VAE) and `adapter` (Qwen2.5-VL -> DiT context). May import `quant` and the
+top-level basics; never weights, memory or anything above.
 """
 
 from .adapter import DIT_TEXT_DIM, EncoderAdapter
-from .attention import available_backends, get_attention, sdpa_attention
+from .attention import available_backends, chunked_attention, get_attention, sdpa_attention
+from .compile import CompileState, compile_blocks, uncompile_blocks
 from .config import DIT_PRESETS, VAE_PRESETS, DiTConfig, VAEConfig
 from .dit import WanDiT
 from .fourier import TRAINING_FOURIER_RATIOS, high_frequency, sample_fourier_ratio
@@ -16,7 +18,8 @@ from .vae import WanVAE
 from .vae_blocks import AttentionBlock, Resample, ResidualBlock
 
 __all__ = [
-    "EncoderAdapter", "available_backends", "get_attention", "sdpa_attention", "DIT_PRESETS", "VAE_PRESETS",
+    "EncoderAdapter", "available_backends", "get_attention", "sdpa_attention", "chunked_attention",
+    "CompileState", "compile_blocks", "uncompile_blocks", "DIT_PRESETS", "VAE_PRESETS",
     "DiTConfig", "VAEConfig", "WanDiT", "high_frequency", "WanVAE", "AttentionBlock", "Resample",
     "ResidualBlock", "DIT_TEXT_DIM", "TRAINING_FOURIER_RATIOS", "sample_fourier_ratio",
 ]

@@ -2,13 +2,24 @@
 
 All backends take q, k, v as [B, L, heads, head_dim] (the layout of the
 official Wan code and of flash-attn) and return the same layout.
-`sdpa` (PyTorch) is always available; `flash_attn`, `sage` and `npu` are used
-when their optional packages import.
+`sdpa` (PyTorch) and `chunked` (ours: query chunks, float32 scores, bounded
+memory) are always available; `flash_attn`, `sage` and `npu` are used when
+their optional packages import.
+
+`auto` picks per device and dtype from `AUTO`, a table of what measured
+fastest (bench/bench_peers.py, docs/benchmarks.md), so the same seed gives
+the same video run after run. `measure` times the exact backends available
+(SDPA, chunked, flash-attn on CUDA) on the first inputs of each shape and
+keeps the fastest, for machines the table does not describe; its choice may
+differ between runs, and with it the last bits of the video. SageAttention
+quantises q and k to 8 bits, so it runs only when asked for by name.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import time
 from collections.abc import Callable
 
 import torch
@@ -17,11 +28,36 @@ import torch.nn.functional as F
 from ..device import npu_available
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+LOG = logging.getLogger("uniworld_core")
+CHUNK_SCORE_BYTES = 2**28  # float32 scores held at once by `chunked` (256 MiB)
+# device type -> backend `auto` uses, by preference. CPU: SDPA measured fastest in fp32 and bf16 against
+# `chunked` and ComfyUI's sub-quadratic attention (docs/benchmarks.md). CUDA: flash-attn when installed,
+# else SDPA (which itself dispatches to flash/cuDNN kernels); not measured on a GPU yet. NPU: its fused kernel.
+AUTO = {"cpu": ("sdpa",), "cuda": ("flash_attn", "sdpa"), "npu": ("npu", "sdpa"), "mps": ("sdpa",)}
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """PyTorch scaled-dot-product attention (picks flash/mem-efficient/math itself)."""
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      max_score_bytes: int = CHUNK_SCORE_BYTES) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over chunks of queries, scores and softmax in float32.
+
+    Memory is bounded by `max_score_bytes` of scores whatever the sequence
+    length; only the probabilities are rounded to v's dtype for the second product.
+    """
+    batch, queries, heads, head_dim = q.shape
+    keys_t = k.transpose(1, 2).float().transpose(-1, -2)  # [B, H, D, Lk]
+    values = v.transpose(1, 2)  # [B, H, Lk, D]
+    rows = max(1, min(queries, max_score_bytes // max(1, batch * heads * k.shape[1] * 4)))
+    out = torch.empty(batch, heads, queries, head_dim, dtype=v.dtype, device=v.device)
+    for start in range(0, queries, rows):
+        chunk = q[:, start:start + rows].transpose(1, 2).float() * head_dim**-0.5
+        probabilities = torch.softmax(torch.matmul(chunk, keys_t), dim=-1).to(v.dtype)
+        out[:, :, start:start + rows] = torch.matmul(probabilities, values)
     return out.transpose(1, 2)
 
 
@@ -51,6 +87,7 @@ def _npu_attn(q, k, v):
 
 _BACKENDS: dict[str, tuple[AttentionFn, str | None]] = {
     "sdpa": (sdpa_attention, None),
+    "chunked": (chunked_attention, None),
     "flash_attn": (_flash_attn, "flash_attn"),
     "sage": (_sage_attn, "sageattention"),
     "npu": (_npu_attn, "torch_npu"),
@@ -73,18 +110,78 @@ def available_backends() -> list[str]:
     return names
 
 
-def get_attention(name: str = "auto", device: torch.device | None = None) -> AttentionFn:
-    """Return the attention function for `name`; 'auto' picks the best one for `device`."""
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+    elif device.type == "npu":
+        torch.npu.synchronize()
+
+
+class MeasuredAttention:
+    """The `measure` backend: per (device, dtype, lengths, heads), the fastest candidate as measured on first use."""
+
+    def __init__(self, candidates: dict[str, AttentionFn], log: Callable[[str], None] | None = None):
+        self.candidates = candidates
+        self.log = log or LOG.info
+        self.choices: dict[tuple, str] = {}  # the decisions, for logs and tests
+        self.__name__ = "measure"
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        key = (q.device.type, q.dtype, q.shape[1], k.shape[1], q.shape[2], q.shape[3])
+        name = self.choices.get(key)
+        if name is None:
+            # no timing inside a graph torch.compile traces: the first candidate, SDPA
+            name = next(iter(self.candidates)) if torch.compiler.is_compiling() else self._measure(key, q, k, v)
+        return self.candidates[name](q, k, v)
+
+    def _measure(self, key: tuple, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+        seconds = {}
+        for name, fn in self.candidates.items():
+            best = float("inf")
+            for attempt in range(3):  # the first run warms up; the best of the next two counts
+                _synchronize(q.device)
+                start = time.perf_counter()
+                fn(q, k, v)
+                _synchronize(q.device)
+                if attempt:
+                    best = min(best, time.perf_counter() - start)
+            seconds[name] = best
+        choice = min(seconds, key=seconds.get)
+        self.choices[key] = choice
+        timings = ", ".join(f"{n} {s * 1e3:.1f} ms" for n, s in seconds.items())
+        self.log(f"attention for {key[0]} {str(key[1]).removeprefix('torch.')}, {key[2]} x {key[3]} tokens: "
+                 f"{choice} (measured: {timings}); choose one with --attention / the loader's attention input")
+        return choice
+
+
+def measured_candidates(device: torch.device | None) -> list[str]:
+    """The exact backends `measure` times on `device`: SDPA and chunked, plus flash-attn on CUDA when installed."""
+    names = ["sdpa", "chunked"]
+    if device is not None and device.type == "cuda" and "flash_attn" in available_backends():
+        names.append("flash_attn")
+    return names
+
+
+def auto_backend(device: torch.device | None) -> str:
+    """The backend `auto` picks on `device` (see AUTO)."""
+    have = available_backends()
+    preferred = AUTO.get(device.type if device is not None else "cpu", ("sdpa",))
+    return next((name for name in preferred if name in have and (name != "npu" or npu_available())), "sdpa")
+
+
+def get_attention(name: str = "auto", device: torch.device | None = None,
+                  log: Callable[[str], None] | None = None) -> AttentionFn:
+    """The attention function for `name`: a backend, 'auto' (from AUTO) or 'measure' (fastest on first use)."""
+    if name == "measure":
+        return MeasuredAttention({n: _BACKENDS[n][0] for n in measured_candidates(device)}, log)
     if name == "auto":
-        have = available_backends()
-        if device is not None and device.type == "npu" and "npu" in have:
-            name = "npu"
-        elif device is not None and device.type == "cuda" and "flash_attn" in have:
-            name = "flash_attn"
-        else:
-            name = "sdpa"
+        name = auto_backend(device)
+        where = device.type if device is not None else "cpu"
+        (log or LOG.info)(f"attention: {name} (auto on {where}; --attention / the loader's input overrides)")
     if name not in _BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}; choose auto or one of {list(_BACKENDS)}")
+        raise ValueError(f"unknown attention backend {name!r}; choose auto, measure or one of {list(_BACKENDS)}")
     if name not in available_backends():
         raise ValueError(f"attention backend {name!r} is not installed here; "
                          f"available: {available_backends()}")

@@ -21,10 +21,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from .attention import MeasuredAttention
 from .dit import WanBlock, WanDiT
 
 LOG = logging.getLogger("uniworld_core")
@@ -37,7 +38,6 @@ class CompileState:
     backend: str
     compiles: int = 0
     failed: str | None = None  # why it runs eagerly, when it does
-    messages: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.failed:
@@ -65,18 +65,33 @@ class _CompiledBlock:
         options = {"mode": mode} if mode else {}
         self.compiled = torch.compile(WanBlock.forward, backend=_counting(backend, state), fullgraph=True,
                                       dynamic=False, **options)
+        self.seen: set[tuple] = set()
 
     def __call__(self, block: WanBlock, *args):
         if self.state.failed is not None:
+            return WanBlock.forward(block, *args)
+        x, context, attention = args[0], args[2], args[-1]
+        signature = (tuple(x.shape), tuple(context.shape), x.dtype, x.device)
+        if isinstance(attention, MeasuredAttention) and signature not in self.seen:
+            self.seen.add(signature)
+            # `auto` attention measures its candidates on first use, which a traced graph cannot do:
+            # the first block of a new size runs eagerly and the compiled code keeps its choice
             return WanBlock.forward(block, *args)
         try:
             return self.compiled(block, *args)
         except Exception as exc:  # the compiler reports failures as many exception types
             output = WanBlock.forward(block, *args)  # when the inputs are at fault, this raises the real error
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            self.state.failed = reason[:300]
+            self.state.failed = _reason(exc)
             self.log(self.state.summary())
             return output
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a compiler failure, in one line (the wrappers' own messages say little)."""
+    while (inner := getattr(exc, "inner_exception", None) or exc.__cause__) is not None:
+        exc = inner
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def compile_blocks(model: WanDiT, backend: str | Callable = "inductor", mode: str | None = None,

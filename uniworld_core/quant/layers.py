@@ -64,12 +64,16 @@ class Fp8Linear(nn.Linear):
         self.register_buffer("scale_weight", torch.ones((), device=device))
 
     def dequantize(self, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The weight times its scale in `dtype` (into `out` when given)."""
+        """The weight times its scale in `dtype` (into `out` when given), rounded once as float32-then-cast."""
+        scale = self.scale_weight
+        if scale.numel() != 1:  # a per-channel scale: broadcast in the compute dtype
+            return self.weight.to(dtype) * scale.to(dtype)
+        # a 0-dim float32 scale multiplies as a float32 scalar, so each product is rounded once
+        scale = scale.float().reshape(())
         if out is None:
-            return self.weight.to(dtype) * self.scale_weight.to(dtype)
-        out = out.view(self.weight.shape).copy_(self.weight)  # fp8 values are exact in bf16/fp16/fp32
-        # a 0-dim float32 scale multiplies as a float32 scalar: one rounding, as float32-then-cast
-        return out.mul_(self.scale_weight)
+            return self.weight.to(dtype) * scale
+        dense = out.view(-1)[:self.weight.numel()].view(self.weight.shape)
+        return dense.copy_(self.weight).mul_(scale)  # fp8 values are exact in bf16, fp16 and fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)

@@ -55,6 +55,9 @@ class WeightFile:
     reader: Callable[[str], torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # name, dtype -> the tensor converted while it is read from the file, for formats that can do it
+    # without mapping the stored bytes into the process (see `read_converted`)
+    converter: Callable[[str, torch.dtype], torch.Tensor] | None = None
 
     def keys(self) -> list[str]:
         return list(self.infos)
@@ -71,7 +74,11 @@ class WeightFile:
         from ..quant.gguf_decode import dequantize
         from ..quant.layers import FP8_DTYPES
 
-        info, tensor = self.infos[name], self.reader(name)
+        info = self.infos[name]
+        if (self.converter is not None and info.ggml_type is None and info.dtype != dtype
+                and info.dtype not in FP8_DTYPES):
+            return self.converter(name, dtype)
+        tensor = self.reader(name)
         if info.ggml_type is not None:
             return dequantize(tensor, info.ggml_type, info.shape, dtype)
         if tensor.dtype in FP8_DTYPES:
@@ -145,6 +152,38 @@ def _safetensors_header(path: Path) -> dict:
     return header
 
 
+CONVERT_CHUNK_BYTES = 64 * 2**20
+
+
+def read_converted(path: Path, offset: int, shape: tuple[int, ...], stored: torch.dtype,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """A tensor stored at `offset` of `path`, read in chunks and converted to `dtype` as it arrives.
+
+    Converting a memory-mapped tensor (`tensor.to(dtype)`) maps its stored bytes
+    into the process, where they stay resident next to the converted copy until
+    the whole file is closed: a bf16 file loaded under the float32 policy would
+    hold both. Read through a small staging buffer instead, the stored bytes
+    only pass through the page cache, and the peak is the converted tensor.
+    """
+    out = torch.empty(shape, dtype=dtype)
+    flat, size = out.view(-1), stored.itemsize
+    per_chunk = max(1, CONVERT_CHUNK_BYTES // size)
+    staging = torch.empty(min(flat.numel(), per_chunk) * size, dtype=torch.uint8)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        for start in range(0, flat.numel(), per_chunk):
+            count = min(per_chunk, flat.numel() - start)
+            chunk = staging[:count * size]
+            view, got = memoryview(chunk.numpy()), 0
+            while got < len(view):
+                read = f.readinto(view[got:])
+                if not read:
+                    raise _bad(path, "ended before the tensor data its header describes")
+                got += read
+            flat[start:start + count].copy_(chunk.view(stored))
+    return out
+
+
 def _open_safetensors(path: Path) -> WeightFile:
     header = _safetensors_header(path)
     try:
@@ -158,7 +197,14 @@ def _open_safetensors(path: Path) -> WeightFile:
         if entry.get("dtype") not in SAFETENSORS_DTYPES:
             raise _bad(path, f"holds tensor '{name}' of unsupported dtype {entry.get('dtype')}")
         infos[name] = TensorInfo(tuple(int(s) for s in entry["shape"]), SAFETENSORS_DTYPES[entry["dtype"]])
-    return WeightFile(path, "safetensors", infos, handle.get_tensor, header.get("__metadata__") or {})
+    with open(path, "rb") as f:  # tensor offsets count from the end of the header
+        data_start = 8 + struct.unpack("<Q", f.read(8))[0]
+
+    def convert(name: str, dtype: torch.dtype) -> torch.Tensor:
+        info = infos[name]
+        return read_converted(path, data_start + int(header[name]["data_offsets"][0]), info.shape, info.dtype, dtype)
+    return WeightFile(path, "safetensors", infos, handle.get_tensor, header.get("__metadata__") or {},
+                      converter=convert)
 
 
 def _open_sharded(index: Path) -> WeightFile:
@@ -180,7 +226,8 @@ def _open_sharded(index: Path) -> WeightFile:
     if missing:
         raise _bad(index, f"lists tensors that no shard holds, e.g. {missing[:3]}")
     return WeightFile(index, f"safetensors, {len(shards)} shards", infos,
-                      lambda name: owner[name].get(name))
+                      lambda name: owner[name].get(name),
+                      converter=lambda name, dtype: owner[name].converter(name, dtype))
 
 
 def _unwrap(state: object, path: Path, notes: list[str]) -> dict[str, torch.Tensor]:
@@ -354,9 +401,11 @@ def _strip_wrappers(wf: WeightFile) -> WeightFile:
     renamed = {_unwrapped_name(k): k for k in wf.infos}
     if all(new == old for new, old in renamed.items()):
         return wf
-    reader = wf.reader
+    reader, converter = wf.reader, wf.converter
     wf.infos = {new: wf.infos[old] for new, old in renamed.items()}
     wf.reader = lambda name: reader(renamed[name])
+    if converter is not None:
+        wf.converter = lambda name, dtype: converter(renamed[name], dtype)
     wf.notes.append("trainer wrapper prefixes removed")
     return wf
 

@@ -144,7 +144,8 @@ def _assign(model: nn.Module, state: dict[str, torch.Tensor], ident: Identified,
         module_name, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(module_name), leaf, nn.Parameter(state.pop(name), requires_grad=False))
     result = model.load_state_dict(state, strict=False, assign=True)
-    unexpected = [k for k in ident.names if k not in model.state_dict()
+    names = set(model.state_dict())
+    unexpected = [k for k in ident.names if k not in names
                   and not k.endswith((".scale_weight", ".scale_input")) and k not in DROPPED_KEYS]
     missing = [k for k in result.missing_keys if k not in raw
                and not k.startswith(allowed_missing) and not k.endswith(".scale_weight")]
