@@ -7,6 +7,7 @@ from ..uniworld_core import (
     REPORT,
     InputError,
     Placement,
+    compile_blocks,
     get_attention,
     load,
     place_dit,
@@ -68,8 +69,9 @@ class UniWorldDiTLoader:
                              model_folder="diffusion_models"),
             "precision": spec(PRECISIONS, "Compute precision: auto = bf16 on GPUs, fp32 on the CPU. fp8 "
                               "files keep their fp8 weights either way.", default="auto"),
-            "attention": spec(["auto", "sdpa", "flash_attn", "sage", "npu"],
-                              "Attention kernel: auto picks flash-attn/NPU when installed, else PyTorch SDPA.",
+            "attention": spec(["auto", "sdpa", "flash_attn", "sage", "npu", "chunked", "measure"],
+                              "Attention kernel: auto picks flash-attn/NPU when installed, else PyTorch SDPA; "
+                              "chunked bounds memory; measure times them on first use and keeps the fastest.",
                               default="auto"),
         }, "optional": {
             "blocks_to_swap": spec("INT", "DiT blocks kept in CPU RAM and streamed to the GPU just in time "
@@ -78,15 +80,18 @@ class UniWorldDiTLoader:
                                    default=AUTO, min=AUTO, max=100),
             "prefetch_blocks": spec("INT", "How many swapped blocks are copied ahead of use.", default=1,
                                     min=0, max=8),
+            "compile": spec("BOOLEAN", "Compile the DiT block with torch.compile at the first step (once per "
+                            "video size; faster steps after that). Falls back to uncompiled with a message "
+                            "when the compiler is missing or fails.", default=False),
         }}
 
     @classmethod
     def VALIDATE_INPUTS(cls, dit_name):
         return _present("diffusion_models", dit_name=dit_name)
 
-    def load(self, dit_name, precision, attention, blocks_to_swap=AUTO, prefetch_blocks=1):
+    def load(self, dit_name, precision, attention, blocks_to_swap=AUTO, prefetch_blocks=1, compile=False):
         device = comfy_env.compute_device()
-        if attention != "auto" and attention not in available_backends():
+        if attention not in ("auto", "measure") and attention not in available_backends():
             raise InputError(f"the attention backend '{attention}'", f"one of {available_backends()}",
                              "Install its package or choose auto.")
         comfy_env.make_room()
@@ -96,6 +101,9 @@ class UniWorldDiTLoader:
         placed = place_dit(loaded.model, device, comfy_env.free_device_memory(), blocks_to_swap, prefetch_blocks,
                            REPORT.latent_grid())
         description = f"{loaded.description}; {placed.summary()}"
+        if compile:
+            compile_blocks(loaded.model, log=lambda message: print(f"[UniWorld] {message}"))
+            description += "; blocks compiled with torch.compile"
         print(f"[UniWorld] {description}")
         return (DiTHandle(loaded.model, description, placed),)
 
