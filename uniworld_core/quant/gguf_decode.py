@@ -116,8 +116,9 @@ def q4_k(b: torch.Tensor) -> Codes:
 
 
 def q5_k(b: torch.Tensor) -> Codes:
-    high = _fields(b[:, 16:48], 1)  # [n, 8, 32]: bit j of qh[l] is the high bit of sub-block j, value l
-    return _k4_codes(b, _k_nibbles(b[:, 48:176]) | (high << 4))
+    qh = b[:, 16:48]  # bit j of qh[l] is the fifth bit of sub-block j's value l: moved to bit 4 (16)
+    high = torch.stack([(qh << (4 - j) if j <= 4 else qh >> (j - 4)) & 16 for j in range(8)], dim=1)
+    return _k4_codes(b, _k_nibbles(b[:, 48:176]).bitwise_or_(high))
 
 
 def q6_k(b: torch.Tensor) -> Codes:
