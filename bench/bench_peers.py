@@ -58,8 +58,9 @@ from uniworld_core.sampling import SamplerSettings, sample  # noqa: E402
 from uniworld_core.weights import official_state  # noqa: E402
 
 DIT_SHAPE = {"dim": 1536, "ffn_dim": 8960, "num_heads": 12}  # the 1.3B block
-GRID = (5, 30, 52)  # latent frames, height, width: 5 x 15 x 26 = 1950 tokens after 1x2x2 patches
+GRID = (5, 30, 52)  # latent frames, height, width: 5 x 15 x 26 = 1950 tokens after 1x2x2 patches (--grid)
 TOKENS = GRID[0] * GRID[1] * GRID[2] // 4
+DEVICE = torch.device("cpu")  # --device
 CONTEXT = 512
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHT = (8960, 1536)  # the 1.3B FFN's first matrix
@@ -73,10 +74,22 @@ def interleaved(contenders: dict[str, Callable[[], object]], rounds: int) -> dic
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
+            synchronize()
             start = time.perf_counter()
             fn()
+            synchronize()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def where() -> str:
+    name = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
+    return f"{name}, {torch.get_num_threads()} threads" if DEVICE.type == "cpu" else name
 
 
 def ratio(times: dict[str, list[float]], name: str, base: str) -> str:
@@ -112,7 +125,7 @@ def comfy_modules():
         return None
     if str(folder) not in sys.path:
         sys.path.insert(1, str(folder))
-    argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
+    argv, sys.argv = sys.argv, [sys.argv[0]] + (["--cpu"] if DEVICE.type == "cpu" else [])
     import comfy.options
 
     comfy.options.enable_args_parsing()  # as ComfyUI's main.py does, so --cpu is read
@@ -158,8 +171,9 @@ def dit_models(layers: int, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     models = {"reference": WanDiT(cfg).eval(), "ours": WanDiT(cfg).eval()}
     for model in models.values():
         model.load_state_dict(state, strict=True)
-    models["ours"] = cast_model(models["ours"], dtype)
-    models["diffusers"] = diffusers_cast(theirs, dtype)
+    models["reference"] = models["reference"].to(DEVICE)
+    models["ours"] = cast_model(models["ours"], dtype, DEVICE)
+    models["diffusers"] = diffusers_cast(theirs, dtype).to(DEVICE)
     comfy = comfy_modules()
     if comfy is not None:
         wan, ops, _ = comfy
@@ -169,15 +183,15 @@ def dit_models(layers: int, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
                     cross_attn_norm=cfg.cross_attn_norm, eps=cfg.eps, device="cpu", dtype=dtype,
                     operations=ops.disable_weight_init)
         model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
-        models["ComfyUI"] = model.eval()
+        models["ComfyUI"] = model.eval().to(DEVICE)
     return models
 
 
 def dit_runs(models: dict[str, torch.nn.Module], dtype: torch.dtype):
     """(a call per contender, the float32 reference output)."""
     gen = torch.Generator().manual_seed(1)
-    x, ctx, t = torch.randn(1, 16, *GRID, generator=gen), torch.randn(1, CONTEXT, 4096, generator=gen), \
-        torch.tensor([500.0])
+    x, ctx, t = (torch.randn(1, 16, *GRID, generator=gen).to(DEVICE),
+                 torch.randn(1, CONTEXT, 4096, generator=gen).to(DEVICE), torch.tensor([500.0], device=DEVICE))
     xd, cd = x.to(dtype), ctx.to(dtype)
     runs = {"ours": lambda: models["ours"](xd, t, cd),
             "diffusers": lambda: models["diffusers"](hidden_states=xd, timestep=t, encoder_hidden_states=cd,
@@ -189,7 +203,7 @@ def dit_runs(models: dict[str, torch.nn.Module], dtype: torch.dtype):
 
 def bench_dit(args) -> None:
     print(f"\n### DiT forward: 1.3B block shape, {args.layers} layers, {TOKENS} tokens, {CONTEXT} context "
-          f"tokens, CPU, {torch.get_num_threads()} threads, {args.rounds} rounds\n")
+          f"tokens, {where()}, {args.rounds} rounds\n")
     print("| dtype | peer | ours s | peer s | ours / peer | rel. RMS vs fp32: ours | peer |")
     print("|---|---|---|---|---|---|---|")
     for name in args.dtypes.split(","):
@@ -203,11 +217,11 @@ def bench_dit(args) -> None:
 
 
 def bench_attention(args) -> None:
-    print(f"\n### Self-attention, [1, {TOKENS}, 12, 128], {torch.get_num_threads()} threads, {args.rounds} rounds\n")
+    print(f"\n### Self-attention, [1, {TOKENS}, 12, 128], {where()}, {args.rounds} rounds\n")
     print("| dtype | contender | s | / SDPA | rel. RMS vs float64 |")
     print("|---|---|---|---|---|")
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, TOKENS, 12, 128, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(1, TOKENS, 12, 128, generator=gen).to(DEVICE) for _ in range(3))
     exact = torch.softmax(q.double().transpose(1, 2) @ k.double().transpose(1, 2).transpose(-1, -2) / 128**0.5,
                           -1) @ v.double().transpose(1, 2)
     for name in args.dtypes.split(","):
@@ -231,14 +245,14 @@ def gguf_weight(kind: str) -> torch.Tensor:
     """The raw blocks of a random weight of trained scale, quantised to `kind`."""
     torch.manual_seed(0)
     blocks = quantize(torch.randn(WEIGHT) * 0.02, kind)  # numpy bytes [rows, bytes per row]
-    return torch.from_numpy(blocks.reshape(-1).view("uint8").copy())
+    return torch.from_numpy(blocks.reshape(-1).view("uint8").copy()).to(DEVICE)
 
 
 def gguf_layer(kind: str, dtype: torch.dtype) -> GGUFLinear:
     """A GGUF linear holding `gguf_weight(kind)` (zero bias)."""
-    layer = GGUFLinear(WEIGHT[1], WEIGHT[0], True, kind, dtype)
+    layer = GGUFLinear(WEIGHT[1], WEIGHT[0], True, kind, dtype, device=DEVICE)
     layer.weight = torch.nn.Parameter(gguf_weight(kind), requires_grad=False)
-    layer.bias = torch.nn.Parameter(torch.zeros(WEIGHT[0], dtype=dtype), requires_grad=False)
+    layer.bias = torch.nn.Parameter(torch.zeros(WEIGHT[0], dtype=dtype, device=DEVICE), requires_grad=False)
     return layer
 
 
@@ -264,7 +278,7 @@ def theirs_default(module, raw: torch.Tensor, kind: str, dtype: torch.dtype) -> 
 
 def bench_dequant(args) -> None:
     theirs = comfy_gguf()
-    print(f"\n### GGUF dequantisation of a {WEIGHT[0]}x{WEIGHT[1]} weight, {torch.get_num_threads()} threads, "
+    print(f"\n### GGUF dequantisation of a {WEIGHT[0]}x{WEIGHT[1]} weight, {where()}, "
           f"{args.rounds} rounds\n")
     print("| type | dtype | ours GB/s | ComfyUI-GGUF GB/s | ours / ComfyUI-GGUF time | "
           "values != fp32 cast: ours | ComfyUI-GGUF | rel. RMS vs exact: ours | ComfyUI-GGUF |")
@@ -294,10 +308,10 @@ def bench_dequant(args) -> None:
 
 def bench_linear(args) -> None:
     print(f"\n### A GGUF linear vs a plain linear, {WEIGHT[1]} -> {WEIGHT[0]}, {TOKENS} tokens, "
-          f"{torch.get_num_threads()} threads, {args.rounds} rounds\n")
+          f"{where()}, {args.rounds} rounds\n")
     print("| dtype | type | plain s | GGUF s | GGUF / plain | compiled GGUF s | compiled / plain |")
     print("|---|---|---|---|---|---|---|")
-    x = torch.randn(1, TOKENS, WEIGHT[1], generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, TOKENS, WEIGHT[1], generator=torch.Generator().manual_seed(0)).to(DEVICE)
     for name in ("fp32", "bf16"):
         for kind in ("Q8_0", "Q4_K"):
             linear_row(name, kind, x, args)
@@ -307,7 +321,7 @@ def bench_linear(args) -> None:
 def linear_row(name: str, kind: str, x: torch.Tensor, args) -> None:
     dtype = DTYPES[name]
     layer = gguf_layer(kind, dtype)
-    plain = torch.nn.Linear(WEIGHT[1], WEIGHT[0], dtype=dtype).requires_grad_(False)
+    plain = torch.nn.Linear(WEIGHT[1], WEIGHT[0], dtype=dtype, device=DEVICE).requires_grad_(False)
     plain.weight.copy_(layer.dequantize(dtype))
     x = x.to(dtype)
     runs = {"plain": lambda: plain(x), "gguf": lambda: layer(x)}
@@ -325,15 +339,15 @@ def linear_row(name: str, kind: str, x: torch.Tensor, args) -> None:
 def compile_run(model: WanDiT, dtype: torch.dtype) -> torch.Tensor:
     """A 3-step sampling run with CFG (cond and uncond batched) at the bench's grid."""
     gen = torch.Generator().manual_seed(3)
-    noise = torch.randn(1, 16, *GRID, generator=gen)
-    start = torch.randn(1, 16, 1, *GRID[1:], generator=gen)
-    context, negative = (torch.randn(1, CONTEXT, 4096, generator=gen).to(dtype) for _ in range(2))
+    noise = torch.randn(1, 16, *GRID, generator=gen).to(DEVICE)
+    start = torch.randn(1, 16, 1, *GRID[1:], generator=gen).to(DEVICE)
+    context, negative = (torch.randn(1, CONTEXT, 4096, generator=gen).to(DEVICE, dtype) for _ in range(2))
     return sample(model, noise, start, context, negative, SamplerSettings(steps=3, shift=5.0, guidance_scale=5.0))
 
 
 def bench_compile(args) -> None:
     print(f"\n### Regional torch.compile (inductor) of our DiT block: 1.3B block shape, {args.layers} layers, "
-          f"{TOKENS} tokens, {torch.get_num_threads()} threads, {args.rounds} rounds\n")
+          f"{TOKENS} tokens, {where()}, {args.rounds} rounds\n")
     print("| dtype | graph breaks | graphs in a 3-step CFG run | compile + first forward s | eager s | "
           "compiled s | compiled / eager | rel. RMS compiled vs eager |")
     print("|---|---|---|---|---|---|---|---|")
@@ -346,15 +360,16 @@ def compile_row(name: str, args) -> None:
     dtype = DTYPES[name]
     cfg = DiTConfig(**DIT_SHAPE, num_layers=args.layers)  # with the FlashI2V modules, as sampled
     torch.manual_seed(0)
-    model = cast_model(WanDiT(cfg).eval(), dtype)
+    model = WanDiT(cfg).eval()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02)
+    model = cast_model(model, dtype, DEVICE)
     gen = torch.Generator().manual_seed(1)
-    x, ff = (torch.randn(1, 16, *GRID, generator=gen).to(dtype) for _ in range(2))
-    ctx, t = torch.randn(1, CONTEXT, 4096, generator=gen).to(dtype), torch.tensor([500.0])
-    block_args = (torch.randn(1, TOKENS, cfg.dim), torch.randn(1, 6, cfg.dim), torch.randn(1, CONTEXT, cfg.dim)
-                  .to(dtype), rope_tables((GRID[0], GRID[1] // 2, GRID[2] // 2), cfg.head_dim, x.device),
-                  sdpa_attention)
+    x, ff = (torch.randn(1, 16, *GRID, generator=gen).to(DEVICE, dtype) for _ in range(2))
+    ctx, t = torch.randn(1, CONTEXT, 4096, generator=gen).to(DEVICE, dtype), torch.tensor([500.0], device=DEVICE)
+    block_args = (torch.randn(1, TOKENS, cfg.dim).to(DEVICE), torch.randn(1, 6, cfg.dim).to(DEVICE),
+                  torch.randn(1, CONTEXT, cfg.dim).to(DEVICE, dtype),
+                  rope_tables((GRID[0], GRID[1] // 2, GRID[2] // 2), cfg.head_dim, DEVICE), sdpa_attention)
     breaks = graph_breaks(model.blocks[0], *block_args)
     eager_out = model(x, t, ctx, ff)
     started = time.perf_counter()
@@ -453,10 +468,18 @@ def main() -> None:
     parser.add_argument("--load-config", default="14B:8", help="preset:blocks of the load section's file")
     parser.add_argument("--load-rounds", type=int, default=3)
     parser.add_argument("--dir", default="/tmp", help="where the load section writes its file")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:n] (every section but load)")
+    parser.add_argument("--grid", help="latent frames,height,width (default 5,30,52: 1,950 tokens; "
+                        "480x832x49 frames is 13,60,104)")
     args = parser.parse_args()
+    global DEVICE, GRID, TOKENS
+    DEVICE = torch.device(args.device)
+    if args.grid:
+        GRID = tuple(int(v) for v in args.grid.split(","))
+        TOKENS = GRID[0] * GRID[1] * GRID[2] // 4
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}")
+    print(f"torch {torch.__version__}, {where()}; {time.strftime('%Y-%m-%d')}")
     for section in args.sections.split(","):
         SECTIONS[section](args)
 

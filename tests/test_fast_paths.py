@@ -238,3 +238,19 @@ def test_converted_reads_hold_the_converted_file_values(tmp_path, monkeypatch):
     wf = open_weights(tmp_path / "m.safetensors")
     assert torch.equal(wf.dense("a", torch.float32), state["a"].float())
     assert torch.equal(wf.dense("b", torch.bfloat16), state["module.b"].bfloat16())  # wrapper prefix stripped
+
+
+def test_a_low_precision_model_computes_the_time_mlp_in_float32_from_its_stored_weights(tmp_path):
+    """bf16 file, bf16 model: the time MLP keeps its bf16 storage and gives the numbers of float32 copies."""
+    save_file({k: v.bfloat16() for k, v in tiny_dit().state_dict().items()}, str(tmp_path / "dit.safetensors"))
+    model = load(tmp_path / "dit.safetensors", "dit", dtype=torch.bfloat16).model
+    assert model.time_projection[1].weight.dtype == torch.bfloat16
+    assert model.blocks[0].modulation.dtype == torch.float32 and model.blocks[0].norm3.weight.dtype == torch.float32
+    inputs = [t.bfloat16() if t.is_floating_point() and t.ndim > 1 else t for t in dit_inputs(model.cfg)]
+    with torch.no_grad():
+        stored = model(*inputs)
+        for layer in (model.time_embedding[0], model.time_embedding[2], model.time_projection[1]):
+            layer.float()
+        assert torch.equal(model(*inputs), stored)
+    training = load(tmp_path / "dit.safetensors", "dit", dtype=torch.float32).model
+    assert training.time_projection[1].weight.dtype == torch.float32, "a float32 model holds float32"

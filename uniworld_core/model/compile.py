@@ -74,7 +74,7 @@ class _CompiledBlock:
         signature = (tuple(x.shape), tuple(context.shape), x.dtype, x.device)
         if isinstance(attention, MeasuredAttention) and signature not in self.seen:
             self.seen.add(signature)
-            # `auto` attention measures its candidates on first use, which a traced graph cannot do:
+            # `measure` attention times its candidates on first use, which a traced graph cannot do:
             # the first block of a new size runs eagerly and the compiled code keeps its choice
             return WanBlock.forward(block, *args)
         try:
@@ -104,6 +104,9 @@ def compile_blocks(model: WanDiT, backend: str | Callable = "inductor", mode: st
     """
     log = log or LOG.info
     uncompile_blocks(model)
+    # every compilation of the block (each video size, each model compiled in this process) is one cache
+    # entry of WanBlock.forward; past torch's default of 8, dynamo would silently run it eagerly
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     name = backend if isinstance(backend, str) else getattr(backend, "__name__", "custom")
     state = CompileState(name)
     runner = _CompiledBlock(state, backend, mode, log)

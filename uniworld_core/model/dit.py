@@ -58,8 +58,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        # the mean square from a norm (one reduction, no x**2 tensor); x * weight promotes a bf16 x to
+        # float32 in the same pass, and the in-place rescale needs no further copy
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
+        return (x * self.weight.float()).mul_(torch.rsqrt(norm.square() / x.shape[-1] + self.eps))
 
 
 class LayerNorm(nn.LayerNorm):
@@ -83,6 +85,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, attention: AttentionFn,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x.to(compute_dtype_of(self.q))  # once for q, k and v
         source = x if context is None else context
         q = self.norm_q(_linear(self.q, x)).unflatten(-1, (self.num_heads, -1))  # [B, L, H, D]
         k = self.norm_k(_linear(self.k, source)).unflatten(-1, (self.num_heads, -1))

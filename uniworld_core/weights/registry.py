@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..device import cast_model, keeps_fp32
+from ..device import cast_model, storage_dtype
 from ..errors import CheckpointError
 from ..model.attention import AttentionFn, sdpa_attention
 from ..model.config import DIT_PRESETS, infer_dit_config, infer_vae_config
@@ -120,7 +120,7 @@ def _stream_state(wf: WeightFile, ident: Identified, model: nn.Module, dtype: to
         if quantized_storage and name.endswith(".weight") and _is_quantized_layer(model, name):
             state[name] = wf.get(ident.names[name]).to(device)
         else:
-            target = torch.float32 if keeps_fp32(name) or name.endswith("scale_weight") else dtype
+            target = torch.float32 if name.endswith("scale_weight") else storage_dtype(name, info.dtype, dtype)
             state[name] = _dense(wf, ident, name, target).to(device)
     return state
 
