@@ -18,8 +18,9 @@ Sections (--sections, comma-separated; each prints a markdown table):
   load       loading a bf16 DiT file, each load in a fresh process: our registry vs meta-device init +
              safetensors load_file + load_state_dict(assign=True); seconds and peak RSS / file size.
 
-Timing: every contender runs once per round, in turn, after a warm-up call; tables give medians and the
-median (min-max) of the per-round ratios, which stay meaningful when other work shares the machine.
+Timing: every contender runs once per round, in turn (the order reversed every other round), after a
+warm-up call; tables give medians and the median (min-max) of the per-round ratios, which stay
+meaningful when other work shares the machine.
 ComfyUI's modules need its pure-Python dependencies (einops, ...): UNIWORLD_COMFYUI_PYTHONPATH is appended
 to sys.path after everything else, so every contender runs on the same torch.
 """
@@ -68,12 +69,13 @@ GGUF_TYPES = ("Q8_0", "Q4_K", "Q5_K", "Q6_K")
 
 
 def interleaved(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each contender, one call of each per round, after a warm-up call of each."""
+    """Seconds per call of each contender, one call of each per round (order reversed every other round,
+    so that neither runs always first), after a warm-up call of each."""
     for fn in contenders.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
+    for round_ in range(rounds):
+        for name, fn in list(contenders.items())[::1 if round_ % 2 == 0 else -1]:
             synchronize()
             start = time.perf_counter()
             fn()

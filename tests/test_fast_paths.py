@@ -188,7 +188,8 @@ def test_a_sampling_run_compiles_the_block_once(swap, tmp_path):
     state = compile_blocks(model, backend="eager", log=messages.append)
     compiled = _run(model)
     assert state.compiles == 1 and state.failed is None
-    assert torch.equal(compiled, eager)
+    # traced, RoPE takes its real form (eager: one complex product): float32 rounding apart
+    assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-5)
     uncompile_blocks(model)
     assert torch.equal(_run(model), eager) and "forward" not in model.blocks[0].__dict__
 

@@ -4,7 +4,9 @@ The head dimension d is split into pairs: d - 4*(d//6) channels rotate with
 the frame index, 2*(d//6) with the row and 2*(d//6) with the column, each
 part with its own frequency ladder theta^(-2i/part). The official code uses
 complex float64 numbers; rotating (a, b) pairs by cos/sin tables computed in
-float64 gives the same numbers and also runs where complex ops do not (NPU).
+float64 and applied in float32 gives the same numbers to float32 precision,
+as a complex multiplication where complex ops are fast and in real
+arithmetic where they do not exist (NPU).
 """
 
 from __future__ import annotations
@@ -55,9 +57,14 @@ def rope_tables(grid: tuple[int, int, int], head_dim: int,
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs (a, b) of x [B, L, heads, head_dim] to (a cos - b sin, a sin + b cos), in float32.
 
-    As x * cos + swap(x) * sin with the tables of `rope_tables`: three
-    whole-tensor passes (the pair swap, a product, a fused multiply-add).
+    On the CPU and CUDA, eagerly, as one complex multiplication (a vectorised
+    kernel, ~9x faster on the CPU than the real form); elsewhere (Ascend NPUs
+    lack complex ops, MPS) and inside torch.compile, which fuses the real
+    form, as x * cos + swap(x) * sin with the tables of `rope_tables`.
     """
     x = x.float()
+    if x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling():
+        rotation = torch.complex(cos[..., 0::2], sin[..., 1::2])  # e^{i angle} per pair, [L, 1, head_dim/2]
+        return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rotation).flatten(-2)
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (b, a) for each pair (a, b)
     return torch.addcmul(x * cos, swapped, sin)
