@@ -205,6 +205,22 @@ def test_measured_attention_is_decided_eagerly_before_the_block_compiles():
     assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-5)
 
 
+def test_blocks_whose_attention_is_replaced_for_now_run_eagerly():
+    """A sampling cache swaps in its own self-attention per step: no trace of its Python state."""
+    model = tiny_dit()
+    eager = _run(model)
+    state = compile_blocks(model, backend="eager", log=lambda m: None)
+    calls = []
+    for block in model.blocks:
+        original = block.self_attn.forward
+        block.self_attn.forward = lambda *a, original=original, **k: calls.append(1) or original(*a, **k)
+    assert torch.equal(_run(model), eager) and calls and state.compiles == 0
+    for block in model.blocks:
+        del block.self_attn.forward
+    _run(model)
+    assert state.compiles == 1
+
+
 def test_a_failing_compiler_falls_back_to_eager_with_a_message():
     model = tiny_dit()
     eager = _run(model)
