@@ -82,9 +82,25 @@ class Parallel:
         return ", ".join(parts)
 
     def close(self) -> None:
-        """End torch.distributed when this object started it."""
+        """End torch.distributed when this object started it, once every process got here."""
         if self.owns_world and dist.is_initialized():
+            dist.barrier()  # no process tears its connections down while a peer still uses them
             dist.destroy_process_group()
+
+
+class ProcessFailure(RuntimeError):
+    """A process of a parallel run stopped: which one, and why (its own error or a peer that went away)."""
+
+    def __init__(self, cause: BaseException, rank: int, world: int, timeout_s: float):
+        why = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+        if isinstance(cause, dist.DistError) or any(w in why.lower() for w in ("timed out", "connection", "peer")):
+            why = (f"another process of the run stopped or did not answer within {timeout_s:g} s; its own "
+                   f"message names the cause (here: {type(cause).__name__}: {why})")
+        super().__init__(f"process {rank} of {world} stopped: {why}")
+
+    @classmethod
+    def of(cls, parallel: Parallel, cause: BaseException) -> ProcessFailure:
+        return cls(cause, parallel.rank, parallel.world, parallel.timeout_s)
 
 
 def launched() -> tuple[int, int, int] | None:
@@ -151,9 +167,12 @@ def start(sequence: int = 1, cfg: int = 1, device_kind: str = "cpu",
     check_layout(world, sequence, cfg)
     device = process_device(device_kind, local_rank)
     timeout = timedelta(seconds=timeout_s)
-    if not dist.is_initialized():
-        dist.init_process_group(BACKENDS[device.type], timeout=timeout, rank=rank, world_size=world)
-    return _build(device, sequence, cfg, timeout, owns_world=True)
+    try:
+        if not dist.is_initialized():
+            dist.init_process_group(BACKENDS[device.type], timeout=timeout, rank=rank, world_size=world)
+        return _build(device, sequence, cfg, timeout, owns_world=True)
+    except Exception as exc:  # rendezvous: a missing variable, an unreachable address, a peer that never came
+        raise ProcessFailure(exc, rank, world, timeout_s) from exc
 
 
 def join(sequence: int, device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> Parallel:
