@@ -84,6 +84,7 @@ BAD = {  # flags -> what the one line must say
     "sequence parallel 0": (["--sequence-parallel", "0"], "--sequence-parallel 0; expected 1 to 1024"),
     "cfg parallel without guidance": (["--cfg-parallel", "--cfg", "1"], "--cfg-parallel with --cfg 1"),
     "fsdp with block swap": (["--fsdp", "--blocks-to-swap", "2"], "--fsdp with --blocks-to-swap/--vram-budget"),
+    "cfg parallel with a cache": (["--cfg-parallel", "--cache", "wan"], "--cfg-parallel with --cache; expected one"),
     "vae tile inside its overlap": (["--vae-tile", "8"], "--vae-tile 8; expected 0 (whole frames) or more than"),
     "dist timeout 0": (["--dist-timeout", "0"], "--dist-timeout 0; expected 1 to 86400"),
 }

@@ -3,8 +3,9 @@
 Sequence parallel (Ulysses, and gathered K/V when the heads do not divide), CFG parallel, both, FSDP2
 (also on GGUF weights), the tiled VAE decode and a training step (plain and under accelerate's FSDP2)
 on 2 and 4 processes against one process, with a token count that no world size divides; the command
-line's main job with 2 and 4 processes against one process; a dead or hung process ends the run with a
-message. Each world size is one torchrun launch that runs all its layouts (tests/parallel_worker.py).
+line's main job with 2 (with block swap and the Wan caches) and 4 processes against one process; a dead or
+hung process ends the run with a message. Each world size is one torchrun launch that runs all its
+layouts (tests/parallel_worker.py).
 """
 
 from __future__ import annotations
@@ -194,12 +195,14 @@ def test_main_job_on_two_processes_writes_the_same_video(tmp_path, capsys):
 
     if not miniature.available():
         pytest.skip("the miniature model is not installed")
-    flags = ["--steps", "6", "--frames", "9", "--seed", "2"]
+    flags = ["--steps", "6", "--frames", "9", "--seed", "2", "--cache", "wan"]  # the Wan caches, in both
     with _one_thread():
         assert main(["generate", *flags, "--out", str(tmp_path / "one.webp")]) == 0
-    done = _launch(2, "-m", "uniworld_core", "generate", *flags, "--sequence-parallel", "2",
+    # each process block-swaps its copy of the DiT: swap and sequence parallelism compose
+    done = _launch(2, "-m", "uniworld_core", "generate", *flags, "--sequence-parallel", "2", "--blocks-to-swap", "2",
                    "--out", str(tmp_path / "two.webp"))
-    assert "sequence parallel x2" in done.stdout and done.stdout.count("wrote ") >= 1, done.stdout
+    assert "sequence parallel x2" in done.stdout and "2 swapped" in done.stdout, done.stdout
+    assert "8 block self-attentions reused" in done.stdout, done.stdout
     _frames_match(read_webp(tmp_path / "two.webp"), read_webp(tmp_path / "one.webp"))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -31,11 +30,11 @@ from .cli import (
 from .conditioning import BUILTIN_STYLES, StyleSpec, all_styles, umt5_conditioner, vlm_conditioner
 from .device import DTYPES, resolve_dtype
 from .errors import InputError, UniWorldError
-from .media import av_available, demo_image, save_mp4, save_webp, video_to_frames
+from .media import av_available, demo_image, save_mp4, save_webp
 from .memory import AUTO, Placement, least_generation_bytes, place_dit
 from .model import DIT_PRESETS, VAE_PRESETS, get_attention
 from .parallel import DEFAULT_TIMEOUT_S, Parallel, ProcessFailure, shard_dit
-from .parallel import decode_tiled as decode_tiled_parallel
+from .parallel import decode_frames as decode_shared
 from .parallel import start as start_parallel
 from .presets import miniature
 from .presets.tiny import TINY_NOTICE, tiny_context, tiny_stack
@@ -49,7 +48,6 @@ from .sampling import (
     SamplerSettings,
     VideoSettings,
     choose_wan_schedule,
-    decode_frames,
     encode_start,
     generate_latents,
 )
@@ -387,21 +385,8 @@ def _render(stack: Stack, args: argparse.Namespace, device: torch.device, cache:
                                progress=None if quiet else print_progress("sampling"), start=start, stats=stats,
                                parallel=parallel)
     with stack.vae_place.active():
-        return _decode(args, stack.vae, latents.to(device), parallel, quiet)
-
-
-def _decode(args: argparse.Namespace, vae, latents: torch.Tensor, parallel: Parallel | None,
-            quiet: bool = False) -> torch.Tensor | None:
-    """Frames [T, H, W, 3]; in a parallel run tiles are shared and only the main process gets the frames."""
-    progress = None if quiet else print_progress("decoding")
-    if parallel is None:
-        if args.vae_tile:
-            return video_to_frames(vae.decode_tiled(latents, args.vae_tile, VAE_TILE_OVERLAP, progress=progress))
-        return decode_frames(vae, latents, progress=progress)
-    if args.vae_tile:
-        video = decode_tiled_parallel(vae, latents, parallel, args.vae_tile, VAE_TILE_OVERLAP)
-        return None if video is None else video_to_frames(video)
-    return decode_frames(vae, latents, progress=progress) if parallel.is_main else None
+        return decode_shared(stack.vae, latents.to(device), parallel, args.vae_tile, VAE_TILE_OVERLAP,
+                             None if quiet else print_progress("decoding"))
 
 
 def _build(args: argparse.Namespace, preset: str | None, device: torch.device, image: torch.Tensor,
@@ -425,7 +410,7 @@ def generate_command(args: argparse.Namespace) -> Path | None:
         return _generate(args, preset, out, device, image)
     parallel = start_parallel(args.sequence_parallel, 2 if args.cfg_parallel else 1, device.type, args.dist_timeout)
     try:
-        with _only_main_prints(parallel):
+        with parallel.main_prints():
             print(f"parallel run: {parallel.describe()}" + (", DiT sharded (FSDP2)" if args.fsdp else ""))
             written = _generate(args, preset, out, parallel.device, image, parallel)
     except UniWorldError:
@@ -434,16 +419,6 @@ def generate_command(args: argparse.Namespace) -> Path | None:
         raise ProcessFailure.of(parallel, exc) from exc
     parallel.close()
     return written
-
-
-@contextlib.contextmanager
-def _only_main_prints(parallel: Parallel):
-    """The processes other than the main one keep quiet on stdout (errors still reach stderr)."""
-    if parallel.is_main:
-        yield
-        return
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        yield
 
 
 def _generate(args: argparse.Namespace, preset: str | None, out: Path, device: torch.device, image: torch.Tensor,

@@ -14,11 +14,11 @@ from .dit import cfg_parallel_velocity, install_sequence_parallel, sequence_para
 from .fsdp import is_fsdp, shard_dit
 from .groups import BACKENDS, DEFAULT_TIMEOUT_S, Parallel, ProcessFailure, check_layout, join, launched, start
 from .sequence import GatheredKVAttention, SequenceParallel, UlyssesAttention, share_of
-from .vae import decode_tiled
+from .vae import decode_frames, decode_tiled
 
 __all__ = [
     "Parallel", "ProcessFailure", "start", "join", "launched", "check_layout", "BACKENDS", "DEFAULT_TIMEOUT_S",
     "SequenceParallel", "UlyssesAttention", "GatheredKVAttention", "share_of",
     "install_sequence_parallel", "sequence_parallel", "cfg_parallel_velocity", "is_fsdp", "shard_dit",
-    "decode_tiled",
+    "decode_tiled", "decode_frames",
 ]

@@ -17,6 +17,7 @@ a process whose peer died or hangs stops with an error instead of waiting.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -80,6 +81,15 @@ class Parallel:
         if self.cfg > 1:
             parts.append("CFG parallel x2")
         return ", ".join(parts)
+
+    @contextmanager
+    def main_prints(self):
+        """Inside, only the main process writes to stdout (the others' prints are dropped; stderr stays)."""
+        if self.is_main:
+            yield
+            return
+        with open(os.devnull, "w") as sink, redirect_stdout(sink):
+            yield
 
     def close(self) -> None:
         """End torch.distributed when this object started it, once every process got here."""

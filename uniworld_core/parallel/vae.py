@@ -16,7 +16,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..media import video_to_frames
 from ..model.vae import plan_tiles
+from ..progress import ProgressHook
 from .groups import Parallel
 
 
@@ -50,3 +52,19 @@ def decode_tiled(vae: nn.Module, latents: torch.Tensor, parallel: Parallel, tile
             yield pixels
 
     return vae.blend_tiles(latents, tiles, arriving(), overlap, clamp)
+
+
+def decode_frames(vae: nn.Module, latents: torch.Tensor, parallel: Parallel | None, tile: int = 0,
+                  overlap: int = 8, progress: ProgressHook | None = None) -> torch.Tensor | None:
+    """Frames [T, H, W, 3] in 0..1 on the main process (None on the others): whole frames decoded by the main
+    process alone, or `tile` x `tile` latent tiles shared by all (`tile` 0: whole frames). Without `parallel`,
+    the one process decodes (tiled when asked).
+    """
+    if parallel is not None and tile:
+        video = decode_tiled(vae, latents, parallel, tile, overlap)
+    elif parallel is not None and not parallel.is_main:
+        return None
+    else:
+        video = vae.decode_tiled(latents, tile, overlap, progress=progress) if tile else vae.decode(
+            latents, progress=progress)
+    return None if video is None else video_to_frames(video)
