@@ -39,6 +39,11 @@ def share_of(length: int, size: int) -> int:
     return -(-length // size)
 
 
+def _pad_rows(table: torch.Tensor, rows: int, value: float) -> torch.Tensor:
+    """`table` with `rows` more rows of `value` along dim 0 (whatever its other dims)."""
+    return torch.cat((table, table.new_full((rows, *table.shape[1:]), value))) if rows else table
+
+
 class UlyssesAttention:
     """Self-attention over all tokens for a share of the heads; q, k, v, output as token shares."""
 
@@ -90,8 +95,8 @@ class SequenceParallel:
         length = tokens.shape[1]
         share = share_of(length, self.size)
         pad, mine = share * self.size - length, slice(self.rank * share, (self.rank + 1) * share)
-        cos, sin = rope  # padding rotates by angle 0 (cos 1, sin 0); its values are never used
-        rope = F.pad(cos, (0, 0, 0, pad), value=1.0)[mine], F.pad(sin, (0, 0, 0, pad))[mine]
+        cos, sin = rope  # tables with the tokens along dim 0; padding rotates by 0 (cos 1, sin 0), never used
+        rope = _pad_rows(cos, pad, 1.0)[mine], _pad_rows(sin, pad, 0.0)[mine]
         kind = UlyssesAttention if self.mode == "ulysses" else GatheredKVAttention
         return F.pad(tokens, (0, 0, 0, pad))[:, mine], rope, kind(attention, self.group, length)
 
