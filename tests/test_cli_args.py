@@ -79,6 +79,22 @@ BAD = {  # flags -> what the one line must say
     "precision unknown": (["--precision", "fp64"], "argument --precision: invalid choice"),
     "steps not a number": (["--steps", "ten"], "argument --steps: invalid int value"),
     "blocks to swap": (["--blocks-to-swap", "-5"], "--blocks-to-swap -5; expected -1 to 1000"),
+    "sequence parallel in one process": (["--sequence-parallel", "2"], "--sequence-parallel 2 in a single process; "
+                                         "expected a launch by torchrun"),
+    "sequence parallel 0": (["--sequence-parallel", "0"], "--sequence-parallel 0; expected 1 to 1024"),
+    "cfg parallel without guidance": (["--cfg-parallel", "--cfg", "1"], "--cfg-parallel with --cfg 1"),
+    "fsdp with block swap": (["--fsdp", "--blocks-to-swap", "2"], "--fsdp with --blocks-to-swap/--vram-budget"),
+    "cfg parallel with a cache": (["--cfg-parallel", "--cache", "wan"], "--cfg-parallel with --cache; expected one"),
+    "vae tile inside its overlap": (["--vae-tile", "8"], "--vae-tile 8; expected 0 (whole frames) or more than"),
+    "dist timeout 0": (["--dist-timeout", "0"], "--dist-timeout 0; expected 1 to 86400"),
+}
+# Refused under torchrun's variables (process 0 of WORLD_SIZE), before any process group or model
+BAD_LAUNCHED = {
+    "processes without parallel options": ("2", [], "a launch of 2 processes without --sequence-parallel"),
+    "process count of another layout": ("3", ["--sequence-parallel", "2", "--cfg-parallel"],
+                                        "3 processes for --sequence-parallel 2 --cfg-parallel; expected exactly 4"),
+    "a numbered device": ("2", ["--sequence-parallel", "2", "--device", "cpu:0"],
+                          "--device cpu:0 with several processes"),
 }
 if not torch.cuda.is_available():
     BAD["device cuda without CUDA"] = (["--device", "cuda"], "--device cuda on a machine without CUDA")
@@ -86,7 +102,19 @@ if not torch.cuda.is_available():
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_argument_is_one_line_exit_2_and_nothing_happens(case, files, capsys, monkeypatch):
-    flags, message = BAD[case]
+    _refused(*BAD[case], files, capsys, monkeypatch)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LAUNCHED))
+def test_bad_parallel_launch_is_one_line_exit_2_and_nothing_happens(case, files, capsys, monkeypatch):
+    world, flags, message = BAD_LAUNCHED[case]
+    for name, value in (("WORLD_SIZE", world), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "start_parallel", lambda *a, **k: pytest.fail("a process group was started"))
+    _refused(flags, message, files, capsys, monkeypatch)
+
+
+def _refused(flags, message, files, capsys, monkeypatch):
     flags = [f.replace("{tmp}", str(files)) for f in flags]
     message = message.replace("{tmp}", str(files))
 

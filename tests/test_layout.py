@@ -17,6 +17,7 @@ CORE_LAYERS = [
     {"errors", "progress", "device", "media"},
     {"quant"},
     {"model"},
+    {"parallel"},
     {"sampling", "memory", "weights"},
     {"conditioning"},
     {"presets"},

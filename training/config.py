@@ -34,6 +34,7 @@ class TrainConfig:
     lora_dropout: float = 0.0
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"  # no | bf16 | fp16
+    sequence_parallel: int = 1  # processes that split one sample's tokens (Ulysses); the rest split the batch
     seed: int = 0
     save_every: int = 0
     validate_every: int = 0  # 0 = off; else sample a clip from the first cached clip's frame every N steps
@@ -59,6 +60,7 @@ class TrainConfig:
              "[low, high] with 0 < low <= high < 1"),
             ("lora_rank", self.lora_rank >= 1, "at least 1"),
             ("mixed_precision", self.mixed_precision in ("no", "bf16", "fp16"), "no, bf16 or fp16"),
+            ("sequence_parallel", self.sequence_parallel >= 1, "at least 1 (1 = off)"),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -31,7 +31,7 @@ def _adapter(cfg: TrainConfig, path: str | None, feature_dim: int, text_dim: int
 
 
 def _batch(data: CachedClips, indices: list[int], rank: int, world: int) -> dict[str, torch.Tensor]:
-    """This process's share of a batch (batch_size must be a multiple of the process count)."""
+    """Share `rank` of `world` shares of a batch (processes of one sequence-parallel group share one)."""
     share = len(indices) // world
     mine = [data[i] for i in indices[rank * share:(rank + 1) * share]]
     batch = {key: torch.stack([m[key] for m in mine]) for key in ("latents", "features")}
@@ -44,7 +44,8 @@ def _batch(data: CachedClips, indices: list[int], rank: int, world: int) -> dict
 def _validate(trainer: Trainer, data: CachedClips, out: Path, vae) -> dict | None:
     """Sample a clip from the first cached clip's first frame with the EMA weights; the main process saves it.
 
-    Every process samples under FSDP (the sharded DiT needs them all); otherwise only the main one is called.
+    Every process samples under FSDP or sequence parallelism (the DiT needs them all); otherwise only the
+    main one is called.
     """
     from safetensors.torch import save_file
 
@@ -82,8 +83,10 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
 
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     data = CachedClips(cache_dir)
-    if cfg.batch_size % acc.num_processes:
-        raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {acc.num_processes} processes")
+    shares = acc.num_processes // cfg.sequence_parallel  # processes of one sequence group share their samples
+    if cfg.batch_size % shares:
+        raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {shares} data-parallel shares "
+                         f"({acc.num_processes} processes / sequence_parallel {cfg.sequence_parallel})")
     # under FSDP the whole DiT is read into host memory once per process; sharding moves only its slice to the GPU
     dit = load(dit_path, "dit", "cpu" if is_sharded(acc) else acc.device, torch.float32).model
     adapter = _adapter(cfg, adapter_path, data.empty.shape[-1], dit.cfg.text_dim)
@@ -105,7 +108,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
     while trainer.step < cfg.steps:
         epoch, position = divmod(trainer.data_position, per_epoch)
         indices = epoch_batches(data, cfg.batch_size, cfg.seed, epoch)[position]
-        loss = trainer.train_step(_batch(data, indices, acc.process_index, acc.num_processes))
+        loss = trainer.train_step(_batch(data, indices, trainer.data_rank, trainer.data_size))
         trainer.data_position += 1
         if acc.is_main_process:
             record = {"step": trainer.step, "loss": loss, "lr": trainer.scheduler.get_last_lr()[0],
@@ -118,8 +121,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
             print(f"\rstep {trainer.step}/{cfg.steps} loss {loss:.4f}", end="", flush=True)
         if cfg.save_every and trainer.step % cfg.save_every == 0:
             trainer.save(out / "checkpoint")
-        if cfg.validate_every and trainer.step % cfg.validate_every == 0 and (acc.is_main_process or
-                                                                             is_sharded(acc)):
+        if cfg.validate_every and trainer.step % cfg.validate_every == 0 and (
+                acc.is_main_process or is_sharded(acc) or trainer.parallel is not None):
             if vae is None and vae_path and acc.is_main_process:
                 vae = load(vae_path, "vae", acc.device, torch.float32).model
             result = _validate(trainer, data, out, vae)

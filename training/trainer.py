@@ -22,6 +22,7 @@ from torch import nn
 
 from uniworld_core.device import device_rng_states, set_device_rng_states
 from uniworld_core.model import WanDiT
+from uniworld_core.parallel import install_sequence_parallel, join
 from uniworld_core.sampling import SamplerSettings, sample
 
 from .config import TrainConfig
@@ -98,6 +99,7 @@ class Trainer:
             torch.cuda.is_available()))
         self.lora = LoraSet(dit, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout) if cfg.mode == "lora" else None
         dit.gradient_checkpointing = cfg.gradient_checkpointing
+        self.parallel = self._sequence_parallel(dit, cfg.sequence_parallel)
         sharded = is_sharded(self.accelerator)
         if sharded:
             if self.accelerator.mixed_precision == "fp16":
@@ -119,6 +121,30 @@ class Trainer:
         self.step = 0
         self.data_position = 0
 
+    def _sequence_parallel(self, dit: WanDiT, size: int):
+        """Split every sample's tokens over groups of `size` processes (the DiT's hook), or None for 1.
+
+        The processes of one group train on the same samples, so the batch is split `data_size` ways.
+        """
+        if size == 1:
+            return None
+        if self.accelerator.num_processes % size:
+            raise ValueError(f"sequence_parallel {size} does not divide the {self.accelerator.num_processes} "
+                             "processes")
+        parallel = join(size, self.accelerator.device)
+        install_sequence_parallel(dit, parallel)
+        return parallel
+
+    @property
+    def data_rank(self) -> int:
+        """Which share of the batch this process trains on (processes of one sequence group share one)."""
+        return self.accelerator.process_index if self.parallel is None else self.parallel.data_rank
+
+    @property
+    def data_size(self) -> int:
+        """How many shares the batch is split into."""
+        return self.accelerator.num_processes if self.parallel is None else self.parallel.data
+
     def _context(self, features: torch.Tensor) -> torch.Tensor:
         return self.adapter(features) if self.adapter is not None else features
 
@@ -130,8 +156,8 @@ class Trainer:
         """
         device, acc = self.accelerator.device, self.accelerator
         local = batch["latents"].shape[0]
-        shape = (local * acc.num_processes, *batch["latents"].shape[1:])
-        part = slice(acc.process_index * local, (acc.process_index + 1) * local)
+        shape = (local * self.data_size, *batch["latents"].shape[1:])
+        part = slice(self.data_rank * local, (self.data_rank + 1) * local)
         draws = draw(shape, self.objective, self.generator, part)
         with acc.autocast():
             context = self._context(batch["features"].to(device))
@@ -140,7 +166,9 @@ class Trainer:
             loss = flashi2v_loss(self.dit, batch["latents"].to(device), context, empty, self.objective,
                                  draws=draws, start=start)
         acc.backward(loss)
-        if acc.num_processes > 1:  # the mean over processes is the gradient of the global batch's mean loss
+        # The mean over processes is the gradient of the global batch's mean loss. With sequence parallelism
+        # too: the S processes of a group each return S times their share of it (uniworld_core.parallel.comm).
+        if acc.num_processes > 1:
             for p in self.params.values():
                 if not is_shard(p):  # FSDP has already averaged the shards' gradients
                     p.grad = acc.reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="mean")

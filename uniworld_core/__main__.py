@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -14,13 +15,16 @@ from safetensors.torch import load_file
 
 from . import __version__
 from .cli import (
+    VAE_TILE_OVERLAP,
     OneLineParser,
     available_memory,
     check_device,
     check_files,
     check_image,
+    check_parallel,
     check_settings,
     output_path,
+    parallel_wanted,
     print_error,
 )
 from .conditioning import BUILTIN_STYLES, StyleSpec, all_styles, umt5_conditioner, vlm_conditioner
@@ -29,6 +33,9 @@ from .errors import InputError, UniWorldError
 from .media import av_available, demo_image, save_mp4, save_webp
 from .memory import AUTO, Placement, least_generation_bytes, place_dit
 from .model import DIT_PRESETS, VAE_PRESETS, compile_blocks, get_attention
+from .parallel import DEFAULT_TIMEOUT_S, Parallel, ProcessFailure, shard_dit
+from .parallel import decode_frames as decode_shared
+from .parallel import start as start_parallel
 from .presets import miniature
 from .presets.tiny import TINY_NOTICE, tiny_context, tiny_stack
 from .progress import print_progress
@@ -41,7 +48,6 @@ from .sampling import (
     SamplerSettings,
     VideoSettings,
     choose_wan_schedule,
-    decode_frames,
     encode_start,
     generate_latents,
 )
@@ -100,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                      "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
                      "intervals] (the Wan report's attention and unconditional caches; a schedule chosen by "
                      "cache-calibrate is read from <dit>.cache.json), or both: adaptive+wan")
+    _parallel_options(gen)
     cal = sub.add_parser("cache-calibrate", help="choose the wan cache schedule for a model and write it beside "
                          "its DiT file (<dit>.cache.json), which --cache wan then reads")
     for action in gen._actions[1:]:  # the generate options, so the same model and input can be given
@@ -144,6 +151,20 @@ def _memory_options(gen: argparse.ArgumentParser) -> None:
                      "(default 1)")
     gen.add_argument("--offload", action="store_true", help="keep the text encoder and the VAE in CPU RAM "
                      "between uses (they visit the device only while they run)")
+
+
+def _parallel_options(gen: argparse.ArgumentParser) -> None:
+    gen.add_argument("--sequence-parallel", type=int, default=1, metavar="N", help="N processes split the video "
+                     "tokens of every DiT call (Ulysses); launch with torchrun --nproc-per-node N (2N with "
+                     "--cfg-parallel)")
+    gen.add_argument("--cfg-parallel", action="store_true", help="the conditional and unconditional branches of "
+                     "guidance on two processes (x2 processes)")
+    gen.add_argument("--fsdp", action="store_true", help="shard the DiT's weights across the processes (FSDP2): "
+                     "each holds 1/N of them, for models larger than one device")
+    gen.add_argument("--vae-tile", type=int, default=0, metavar="T", help="decode in T x T latent-pixel tiles "
+                     "(8 blended), shared among the processes of a parallel run (default 0: whole frames)")
+    gen.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds a "
+                     f"process waits for the others before the run stops with an error (default {DEFAULT_TIMEOUT_S})")
 
 
 def quantize_command(args: argparse.Namespace) -> None:
@@ -242,7 +263,10 @@ def _check_memory(args: argparse.Namespace, preset: str | None, device: torch.de
     dit_cfg, vae_cfg = _configs(args, preset)
     grid = (1 + (args.frames - 1) // 4, args.height // 8, args.width // 8)
     compute = 4 if resolve_dtype(args.precision, device) == torch.float32 else 2
-    needed = least_generation_bytes(dit_cfg, vae_cfg, grid, 2 if args.cfg != 1 else 1, compute)
+    batch = 1 if args.cfg == 1 or args.cfg_parallel else 2  # per process
+    needed = least_generation_bytes(dit_cfg, vae_cfg, grid, batch, compute, args.sequence_parallel)
+    if device.type == "cpu" and parallel_wanted(args):  # the processes of one machine share its RAM
+        needed *= int(os.environ.get("LOCAL_WORLD_SIZE", args.sequence_parallel * (1 + args.cfg_parallel)))
     available = available_memory(device)
     if available is not None and needed > available:
         raise InputError(f"a {args.width}x{args.height}, {args.frames}-frame video, whose sampling needs at least "
@@ -269,9 +293,14 @@ def _context_file(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _swapping(args: argparse.Namespace, device: torch.device) -> bool:
-    """Whether the DiT may be block-swapped (then it is loaded to the CPU and placed)."""
-    return args.blocks_to_swap > 0 or (args.blocks_to_swap == AUTO and (device.type != "cpu"
-                                                                         or args.vram_budget is not None))
+    """Whether the DiT may be block-swapped (then it is loaded to the CPU and placed); never under --fsdp."""
+    return not args.fsdp and (args.blocks_to_swap > 0 or (args.blocks_to_swap == AUTO and (
+        device.type != "cpu" or args.vram_budget is not None)))
+
+
+def _dit_device(args: argparse.Namespace, device: torch.device) -> torch.device:
+    """Where the DiT is loaded: the CPU when it is placed or sharded afterwards, else the device."""
+    return torch.device("cpu") if _swapping(args, device) or args.fsdp else device
 
 
 def _place(args: argparse.Namespace, dit: torch.nn.Module, device: torch.device) -> None:
@@ -294,7 +323,7 @@ def _conditioning(args, image, device, dtype):
 
 def _miniature_stack(args, device, attention, image) -> Stack:
     swapping = _swapping(args, device)
-    model = miniature.load_miniature(device=torch.device("cpu") if swapping else device, attention=attention,
+    model = miniature.load_miniature(device=_dit_device(args, device), attention=attention,
                                      encoder_device=device)
     context, negative = model.conditioner.encode(image, args.prompt, _style_spec(args, model.styles()),
                                                  args.negative)
@@ -306,7 +335,7 @@ def _miniature_stack(args, device, attention, image) -> Stack:
 def _tiny_stack(args, device, attention, image) -> Stack:
     print(TINY_NOTICE)
     swapping = _swapping(args, device)
-    dit, vae = tiny_stack(args.seed, torch.device("cpu") if swapping else device,
+    dit, vae = tiny_stack(args.seed, _dit_device(args, device),
                           resolve_dtype(args.precision, device), attention)
     if swapping:
         _place(args, dit, device)
@@ -317,7 +346,7 @@ def _tiny_stack(args, device, attention, image) -> Stack:
 def _file_stack(args, device, attention, image) -> Stack:
     dtype = resolve_dtype(args.precision, device)
     swapping = _swapping(args, device)
-    dit = load(args.dit, "dit", "cpu" if swapping else device, dtype, attention).model
+    dit = load(args.dit, "dit", _dit_device(args, device), dtype, attention).model
     if swapping:
         _place(args, dit, device)
     vae = load(args.vae, "vae", "cpu", torch.float32 if device.type == "cpu" else dtype).model
@@ -337,6 +366,7 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
     check_settings(args)
     args.cache_settings = CacheSettings.parse(args.cache).with_schedule(
         args.dit or miniature.model_dir() / miniature.FILES["dit"])
+    check_parallel(args, args.cache_settings.active)
     _style_spec(args, all_styles([miniature.model_dir()]) if preset == "miniature" else all_styles())
     device = check_device(args.device)
     image = check_image(args.image)
@@ -349,37 +379,69 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
 
 
 def _render(stack: Stack, args: argparse.Namespace, device: torch.device, cache: CacheSettings,
-            stats: CacheStats | None = None, quiet: bool = False) -> torch.Tensor:
-    """Frames [T, H, W, 3] of one sampling run of the stack under `cache`."""
+            stats: CacheStats | None = None, quiet: bool = False,
+            parallel: Parallel | None = None) -> torch.Tensor | None:
+    """Frames [T, H, W, 3] of one sampling run of the stack under `cache` (None on the helpers of a parallel run)."""
     video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
     sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio, cache=cache)
     with stack.vae_place.active():
         start = encode_start(stack.vae, stack.image, args.width, args.height, args.fourier_ratio, device)
     latents = generate_latents(stack.dit, stack.vae, None, stack.context, stack.negative, video, sampler,
-                               progress=None if quiet else print_progress("sampling"), start=start, stats=stats)
+                               progress=None if quiet else print_progress("sampling"), start=start, stats=stats,
+                               parallel=parallel)
     with stack.vae_place.active():
-        return decode_frames(stack.vae, latents.to(device), progress=None if quiet else print_progress("decoding"))
+        return decode_shared(stack.vae, latents.to(device), parallel, args.vae_tile, VAE_TILE_OVERLAP,
+                             None if quiet else print_progress("decoding"))
+
+
+def _build(args: argparse.Namespace, preset: str | None, device: torch.device, image: torch.Tensor,
+           parallel: Parallel | None = None) -> Stack:
+    """The models of the run on `device`; under --fsdp the DiT loads on the CPU and is sharded here."""
+    build = {"miniature": _miniature_stack, "tiny": _tiny_stack, None: _file_stack}[preset]
+    stack = build(args, device, get_attention(args.attention, device, log=print), image)
+    if args.fsdp:
+        shard_dit(stack.dit, parallel)
+    if args.compile:
+        compile_blocks(stack.dit, log=print)
+    return stack
 
 
 def _stack_for(args: argparse.Namespace) -> tuple[Stack, str | None, Path, torch.device]:
     preset, out, device, image = _prepare(args)
-    build = {"miniature": _miniature_stack, "tiny": _tiny_stack, None: _file_stack}[preset]
-    stack = build(args, device, get_attention(args.attention, device, log=print), image)
-    if args.compile:
-        compile_blocks(stack.dit, log=print)
-    return stack, preset, out, device
+    return _build(args, preset, device, image), preset, out, device
 
 
-def generate_command(args: argparse.Namespace) -> Path:
-    stack, preset, out, device = _stack_for(args)
+def generate_command(args: argparse.Namespace) -> Path | None:
+    preset, out, device, image = _prepare(args)
+    if not parallel_wanted(args):
+        return _generate(args, preset, out, device, image)
+    parallel = start_parallel(args.sequence_parallel, 2 if args.cfg_parallel else 1, device.type, args.dist_timeout)
+    try:
+        with parallel.main_prints():
+            print(f"parallel run: {parallel.describe()}" + (", DiT sharded (FSDP2)" if args.fsdp else ""))
+            written = _generate(args, preset, out, parallel.device, image, parallel)
+    except UniWorldError:
+        raise
+    except Exception as exc:  # a collective that failed: say which process and why, and end without waiting
+        raise ProcessFailure.of(parallel, exc) from exc
+    parallel.close()
+    return written
+
+
+def _generate(args: argparse.Namespace, preset: str | None, out: Path, device: torch.device, image: torch.Tensor,
+              parallel: Parallel | None = None) -> Path | None:
+    """Load, sample, decode and (on the main process) write; every process of a parallel run calls it."""
+    stack = _build(args, preset, device, image, parallel)
     if preset == "miniature":
         print(f"miniature model: '{args.prompt}', style {args.style or 'none'}, image {args.image or 'procedural'}")
     print(f"sampling: {args.steps} steps, shift {args.shift:g}, cfg {args.cfg:g}, {args.width}x{args.height}, "
           f"{args.frames} frames")
     started, stats = time.perf_counter(), CacheStats()
-    frames = _render(stack, args, device, args.cache_settings, stats)
+    frames = _render(stack, args, device, args.cache_settings, stats, parallel=parallel)
     if args.cache_settings.active:
         print(f"cache {args.cache}: {stats.summary()}")
+    if frames is None:  # not the main process: it only helped
+        return None
     if args.compile:
         print(stack.dit.compile_state.summary())
     written = _write(frames, out, args.fps)
@@ -390,6 +452,9 @@ def generate_command(args: argparse.Namespace) -> Path:
 
 def calibrate_command(args: argparse.Namespace) -> Path:
     """Choose the `wan` cache schedule for this model on this input and write it beside the DiT file."""
+    if parallel_wanted(args):
+        raise InputError("cache-calibrate with --sequence-parallel/--cfg-parallel/--fsdp", "one process: "
+                         "calibration times runs against each other", "Drop the parallel options.")
     stack, preset, _, device = _stack_for(args)
     target = Path(str(args.dit or miniature.model_dir() / miniature.FILES["dit"]) + SCHEDULE_SUFFIX)
     print(f"calibrating the wan cache on '{args.prompt}' ({args.steps} steps): at least {args.min_psnr:g} dB "
@@ -418,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = {"generate": generate_command, "inspect": inspect_command, "convert": convert_command,
                 "quantize": quantize_command, "cache-calibrate": calibrate_command}[args.command](args)
+    except ProcessFailure as exc:
+        print_error(str(exc))
+        return 1
     except UniWorldError as exc:
         print_error(str(exc))
         return 2

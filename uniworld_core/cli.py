@@ -17,6 +17,7 @@ import torch
 from .device import pick_device
 from .errors import InputError
 from .media import av_available, load_image
+from .parallel import launched
 from .sampling.defaults import LIMITS, Limits
 
 OUT_SUFFIXES = (".webp", ".mp4")
@@ -26,7 +27,10 @@ DEVICE_TYPES = ("auto", "cpu", "cuda", "mps", "npu")
 
 # What every numeric option may be: the settings' limits (shared with the nodes' widgets) and the memory ones.
 RANGES = {**LIMITS, "vram_budget": Limits(1e-6, 1e6, "GiB"), "prefetch_blocks": Limits(0, 64, "blocks"),
-          "blocks_to_swap": Limits(-1, 1000, "blocks (-1 = planned)")}
+          "blocks_to_swap": Limits(-1, 1000, "blocks (-1 = planned)"),
+          "sequence_parallel": Limits(1, 1024, "processes"), "vae_tile": Limits(0, 4096, "latent pixels (0 = whole)"),
+          "dist_timeout": Limits(1, 86400, "seconds")}
+VAE_TILE_OVERLAP = 8  # latent pixels blended between neighbouring tiles (the VAE Decode node's default)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -56,6 +60,45 @@ def check_settings(args: argparse.Namespace) -> None:
             value = getattr(args, name)
             raise InputError(f"--{name} {value}", "a multiple of 16 (the VAE's 8x and the DiT's 2x2 patches)",
                              f"Use {value // 16 * 16 or 16} or {value // 16 * 16 + 16}.")
+
+
+def parallel_wanted(args: argparse.Namespace) -> bool:
+    """Whether the run shares its work among processes (--sequence-parallel N > 1, --cfg-parallel, --fsdp)."""
+    return args.sequence_parallel > 1 or args.cfg_parallel or args.fsdp
+
+
+def check_parallel(args: argparse.Namespace, cache_active: bool = False) -> None:
+    """The parallel options against each other and against how the command was launched (torchrun or not)."""
+    if args.vae_tile and args.vae_tile <= VAE_TILE_OVERLAP:
+        raise InputError(f"--vae-tile {args.vae_tile}", f"0 (whole frames) or more than the {VAE_TILE_OVERLAP} "
+                         "latent pixels tiles overlap by", "Try --vae-tile 32.")
+    if args.cfg_parallel and args.cfg == 1:
+        raise InputError("--cfg-parallel with --cfg 1", "guidance above 1: CFG parallel runs the conditional and "
+                         "unconditional branches on two processes", "Drop --cfg-parallel or raise --cfg.")
+    if args.cfg_parallel and cache_active:
+        raise InputError("--cfg-parallel with --cache", "one of the two: the caches decide per guidance branch in "
+                         "one process, CFG parallel puts the branches on two", "Use --sequence-parallel instead.")
+    if args.fsdp and (args.blocks_to_swap > 0 or args.vram_budget is not None):
+        raise InputError("--fsdp with --blocks-to-swap/--vram-budget", "one of the two: both decide where the DiT's "
+                         "blocks live", "Under --fsdp each process already keeps only 1/N of the weights.")
+    cfg = 2 if args.cfg_parallel else 1
+    wanted, launch = parallel_wanted(args), launched()
+    world = launch[2] if launch else 1
+    flags = f"--sequence-parallel {args.sequence_parallel}" + (" --cfg-parallel" if args.cfg_parallel else "")
+    if wanted and launch is None:
+        raise InputError(f"{flags} in a single process", "a launch by torchrun (or accelerate launch)",
+                         f"Run torchrun --nproc-per-node {args.sequence_parallel * cfg} -m uniworld_core generate "
+                         f"{flags} ...")
+    if not wanted and world > 1:
+        raise InputError(f"a launch of {world} processes without --sequence-parallel or --cfg-parallel",
+                         "one process, or options that share the work", f"Add --sequence-parallel {world}.")
+    if wanted and world != args.sequence_parallel * cfg:
+        raise InputError(f"{world} processes for {flags}", f"exactly {args.sequence_parallel * cfg} (sequence x CFG)",
+                         f"Launch torchrun --nproc-per-node {args.sequence_parallel * cfg}"
+                         + (f", or use --sequence-parallel {world // cfg}." if world % cfg == 0 else "."))
+    if wanted and ":" in args.device:
+        raise InputError(f"--device {args.device} with several processes", "a device type without a number "
+                         "(cuda, npu, cpu)", "Each process takes the device numbered by its LOCAL_RANK.")
 
 
 def output_path(out: str) -> Path:

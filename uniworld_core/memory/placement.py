@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..parallel import is_fsdp
 from .blockswap import BlockSwap, SwapStats
 from .planner import MemoryPlan, plan_block_swap
 
@@ -74,6 +75,9 @@ def place_dit(model: nn.Module, device: torch.device | str, budget_bytes: int | 
     49 frames); 0 keeps every block resident; N > 0 swaps the first N blocks.
     """
     device = torch.device(device)
+    if is_fsdp(model):
+        raise InputError("a DiT sharded across processes (FSDP)", "a whole DiT for placement and block swap",
+                         "Under FSDP each process already holds only its shard; skip place_dit.")
     if blocks_to_swap < AUTO or prefetch < 0:
         raise InputError(f"blocks_to_swap {blocks_to_swap}, prefetch {prefetch}",
                          "blocks_to_swap -1 (planned), 0 or a block count, and prefetch >= 0")

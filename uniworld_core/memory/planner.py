@@ -32,18 +32,19 @@ def activation_bytes(cfg: DiTConfig, latent_grid: tuple[int, int, int], batch: i
 
 
 def least_generation_bytes(cfg: DiTConfig, vae_cfg: VAEConfig, latent_grid: tuple[int, int, int],
-                           batch: int = 2, compute_bytes: int = 4) -> int:
+                           batch: int = 2, compute_bytes: int = 4, shares: int = 1) -> int:
     """A lower bound on the memory one generation needs beyond the weights.
 
     The DiT's activations for one forward (cond+uncond batch) and one tensor of
     the VAE decoder at full resolution (its widest stage, 4 frames and the 2
     cached ones). Used to refuse an impossible size before allocating anything,
-    so it errs low: a real run needs more.
+    so it errs low: a real run needs more. `shares`: processes that split the
+    tokens (sequence parallel), each holding 1/shares of the activations.
     """
     frames, height, width = latent_grid
     pixels = height * vae_cfg.spatial_factor * width * vae_cfg.spatial_factor
     decoder = vae_cfg.base_dim * vae_cfg.dim_mult[0] * (vae_cfg.temporal_factor + 2) * pixels * compute_bytes
-    return activation_bytes(cfg, latent_grid, batch, compute_bytes) + decoder
+    return activation_bytes(cfg, latent_grid, batch, compute_bytes) // shares + decoder
 
 
 @dataclass

@@ -113,10 +113,13 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor], attention: AttentionFn) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor], attention: AttentionFn,
+                self_attention: AttentionFn | None = None) -> torch.Tensor:
         # x [B, L, dim] fp32; e [B, 6, dim] fp32: shift/scale/gate for attention, then FFN.
+        # self_attention: the self-attention kernel when it differs from the cross-attention one
+        # (sequence parallelism: the tokens of x are a share, the context is whole).
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).chunk(6, dim=1)
-        y = self.self_attn(modulate(self.norm1(x), shift1, scale1), None, attention, rope)
+        y = self.self_attn(modulate(self.norm1(x), shift1, scale1), None, self_attention or attention, rope)
         x = torch.addcmul(x, y, gate1)  # x + y * gate, in float32 (y is promoted)
         x = x + self.cross_attn(self.norm3(x), context, attention)
         y = _linear(self.ffn[2], self.ffn[1](_linear(self.ffn[0], modulate(self.norm2(x), shift2, scale2))))
@@ -150,6 +153,8 @@ class WanDiT(nn.Module):
         self.cfg = cfg
         self.attention = attention
         self.gradient_checkpointing = False
+        # Set by uniworld_core.parallel to run on a share of the tokens (split/gather); None: all tokens here.
+        self.sequence_parallel = None
         dim = cfg.dim
         self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, cfg.patch_size, stride=cfg.patch_size)
         self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim),
@@ -227,14 +232,20 @@ class WanDiT(nn.Module):
         context = _linear(self.text_embedding[2], self.text_embedding[1](
             _linear(self.text_embedding[0], context)))
         rope = rope_tables(grid, self.cfg.head_dim, x.device)
+        self_attention, length = self.attention, tokens.shape[1]
+        if self.sequence_parallel is not None:  # this process keeps its share of the tokens
+            tokens, rope, self_attention = self.sequence_parallel.split(tokens, rope, self.attention)
 
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, e0, context, rope, self.attention,
+                tokens = checkpoint(block, tokens, e0, context, rope, self.attention, self_attention,
                                     use_reentrant=False)
             else:
-                tokens = block(tokens, e0, context, rope, self.attention)
-        return self.unpatchify(self.head(tokens, e), grid)
+                tokens = block(tokens, e0, context, rope, self.attention, self_attention)
+        out = self.head(tokens, e)
+        if self.sequence_parallel is not None:
+            out = self.sequence_parallel.gather(out, length)
+        return self.unpatchify(out, grid)
 
     def project_start(self, start: torch.Tensor) -> torch.Tensor:
         """FlashI2V latent shifting: the condition latent [B, 16, 1, H, W] through `learnable_proj` (fp32).

@@ -10,6 +10,7 @@ memory does not grow with the clip length (use `decode_chunks` to stream).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -215,27 +216,61 @@ class WanVAE(nn.Module):
         Peak memory follows the tile, not the frame size (720p on small cards);
         tiles are decoded chunk by chunk in time like `decode`.
         """
-        b, _, t, h, w = latents.shape
-        if tile <= overlap:
-            raise InputError(f"a tile of {tile} with an overlap of {overlap}",
-                             "a tile larger than its overlap")
-        if h <= tile and w <= tile:
+        tiles = plan_tiles(latents.shape[3], latents.shape[4], tile, overlap)
+        if len(tiles) == 1:
             return self.decode(latents, normalized, clamp, progress)
+
+        def decoded() -> Iterator[torch.Tensor]:
+            for n, one in enumerate(tiles):
+                yield self.decode(one.crop(latents), normalized, clamp=False)
+                report(progress, n + 1, len(tiles))
+
+        return self.blend_tiles(latents, tiles, decoded(), overlap, clamp)
+
+    def blend_tiles(self, latents: torch.Tensor, tiles: list[Tile], decoded: Iterator[torch.Tensor],
+                    overlap: int, clamp: bool = True) -> torch.Tensor:
+        """The video from decoded tiles (given in `tiles` order), ramps blending the shared edges."""
+        b, _, t, h, w = latents.shape
         s = self.cfg.spatial_factor
         frames = 1 + (t - 1) * self.cfg.temporal_factor
         out = torch.zeros(b, 3, frames, h * s, w * s, device=latents.device)
         weight = torch.zeros(1, 1, 1, h * s, w * s, device=latents.device)
-        tiles = [(y, x) for y in _tile_starts(h, tile, overlap) for x in _tile_starts(w, tile, overlap)]
-        for n, (y, x) in enumerate(tiles):
-            part = latents[:, :, :, y:y + tile, x:x + tile]
-            ramp = _blend_ramp(part.shape[3], part.shape[4], overlap * s, s, (y > 0, x > 0,
-                               y + tile < h, x + tile < w)).to(latents.device)
-            decoded = self.decode(part, normalized, clamp=False)
-            out[:, :, :, y * s:(y + part.shape[3]) * s, x * s:(x + part.shape[4]) * s] += decoded * ramp
-            weight[:, :, :, y * s:(y + part.shape[3]) * s, x * s:(x + part.shape[4]) * s] += ramp
-            report(progress, n + 1, len(tiles))
+        for one, pixels in zip(tiles, decoded, strict=True):
+            ramp = _blend_ramp(one.height, one.width, overlap * s, s, one.edges).to(latents.device)
+            rows, cols = one.pixels(s)
+            out[:, :, :, rows, cols] += pixels * ramp
+            weight[:, :, :, rows, cols] += ramp
         out /= weight
         return out.clamp(-1, 1) if clamp else out
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One spatial tile of a latent grid: its top-left corner, size and which edges it shares."""
+
+    y: int
+    x: int
+    height: int
+    width: int
+    edges: tuple[bool, bool, bool, bool]  # top, left, bottom, right shared with another tile
+
+    def crop(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents[:, :, :, self.y:self.y + self.height, self.x:self.x + self.width]
+
+    def pixels(self, scale: int) -> tuple[slice, slice]:
+        """Rows and columns of the decoded picture this tile covers."""
+        return (slice(self.y * scale, (self.y + self.height) * scale),
+                slice(self.x * scale, (self.x + self.width) * scale))
+
+
+def plan_tiles(h: int, w: int, tile: int, overlap: int) -> list[Tile]:
+    """The tiles `decode_tiled` decodes for an h x w latent grid, row by row; one tile when it fits."""
+    if tile <= overlap:
+        raise InputError(f"a tile of {tile} with an overlap of {overlap}", "a tile larger than its overlap")
+    if h <= tile and w <= tile:
+        return [Tile(0, 0, h, w, (False, False, False, False))]
+    return [Tile(y, x, min(tile, h - y), min(tile, w - x), (y > 0, x > 0, y + tile < h, x + tile < w))
+            for y in _tile_starts(h, tile, overlap) for x in _tile_starts(w, tile, overlap)]
 
 
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:

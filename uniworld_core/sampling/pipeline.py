@@ -18,6 +18,7 @@ from ..media import fit_image, image_digest, video_to_frames
 from ..model.dit import WanDiT
 from ..model.fourier import high_frequency
 from ..model.vae import WanVAE
+from ..parallel import Parallel
 from ..progress import ProgressHook
 from .cache import CacheStats
 from .defaults import REPORT
@@ -108,10 +109,13 @@ def generate_latents(dit: WanDiT, vae: WanVAE, image: torch.Tensor | None, conte
                      sampler: SamplerSettings = SamplerSettings(),
                      progress: ProgressHook | None = None,
                      start: StartFrame | None = None,
-                     stats: CacheStats | None = None) -> torch.Tensor:
+                     stats: CacheStats | None = None,
+                     parallel: Parallel | None = None) -> torch.Tensor:
     """Image (or its StartFrame) + context -> normalised video latents [1, z, F', h, w].
 
     With `start`, its Fourier ratio is the one used (`sampler.fourier_ratio` is ignored).
+    With `parallel` (uniworld_core.parallel.start), every process of the run calls this with the
+    same arguments; they share the DiT's work and all return the latents.
     """
     device = dit.patch_embedding.weight.device
     shape = latent_shape(video, vae)
@@ -126,7 +130,8 @@ def generate_latents(dit: WanDiT, vae: WanVAE, image: torch.Tensor | None, conte
     dtype = dit.patch_embedding.weight.dtype
     return sample(dit, noise, start.latents.to(device), context.to(device, dtype),
                   None if negative_context is None else negative_context.to(device, dtype),
-                  sampler, progress=progress, high_frequencies=start.high_frequencies.to(device), stats=stats)
+                  sampler, progress=progress, high_frequencies=start.high_frequencies.to(device), stats=stats,
+                  parallel=parallel)
 
 
 def decode_frames(vae: WanVAE, latents: torch.Tensor,

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from ..model.dit import WanDiT
 from ..model.flashi2v import shift_latents
 from ..model.fourier import high_frequency
+from ..parallel import Parallel, cfg_parallel_velocity, sequence_parallel
 from ..progress import ProgressHook, report
 from .cache import CachedGuidance, CacheSettings, CacheStats
 from .defaults import REPORT
@@ -35,11 +37,16 @@ class SamplerSettings:
 
 def guided_velocity(dit: WanDiT, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
                     negative: torch.Tensor | None, features: torch.Tensor,
-                    guidance_scale: float, batch_cfg: bool) -> torch.Tensor:
-    """Velocity with classifier-free guidance: uncond + g * (cond - uncond)."""
+                    guidance_scale: float, batch_cfg: bool, parallel: Parallel | None = None) -> torch.Tensor:
+    """Velocity with classifier-free guidance: uncond + g * (cond - uncond).
+
+    With a CFG-parallel `parallel` layout the two branches run on two processes.
+    """
     if negative is None or guidance_scale == 1.0:
         return dit(x, t, context, features).float()
-    if batch_cfg and negative.shape == context.shape:
+    if parallel is not None and parallel.cfg == 2:
+        cond, uncond = cfg_parallel_velocity(dit, parallel, x, t, context, negative, features)
+    elif batch_cfg and negative.shape == context.shape:
         both = dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([context, negative]),
                    torch.cat([features, features])).float()
         cond, uncond = both.chunk(2)
@@ -56,7 +63,8 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
            sigmas: torch.Tensor | None = None,
            progress: ProgressHook | None = None,
            high_frequencies: torch.Tensor | None = None,
-           stats: CacheStats | None = None) -> torch.Tensor:
+           stats: CacheStats | None = None,
+           parallel: Parallel | None = None) -> torch.Tensor:
     """Integrate from `noise` [B, 16, F, H, W] to clean (normalised) latents.
 
     start_frame_latents: [B, 16, 1, H, W] normalised VAE latent of the first frame.
@@ -64,7 +72,12 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
     high_frequencies: the start frame's Fourier map [B, 16, 1, H, W] when already
     computed (a `StartFrame`); else it is computed at `settings.fourier_ratio`.
     stats: filled with what `settings.cache` saved.
+    parallel: the processes of a torch.distributed run (uniworld_core.parallel) that share the work;
+    every process calls `sample` with the same arguments and gets the same latents.
     """
+    if settings.cache.active and parallel is not None and parallel.cfg == 2:
+        raise InputError("a sampling cache with CFG parallel", "one of the two: the caches decide per guidance "
+                         "branch on one process, CFG parallel puts the branches on two", "Drop one of them.")
     if sigmas is None:
         sigmas = inference_sigmas(settings.steps, settings.shift)
     sigmas = sigmas.to(noise.device, torch.float32)
@@ -78,15 +91,15 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
     y = noise.float()
     steps = len(sigmas) - 1
     guidance = CachedGuidance(dit, settings.cache, steps, settings.guidance_scale, settings.batch_cfg)
-    with guidance.active():
+    with sequence_parallel(dit, parallel), guidance.active():
         for i in range(steps):
             t = timesteps[i].expand(y.shape[0])
             x = shift_latents(y, proj).to(dtype)
-            if settings.cache.active:
+            if settings.cache.active:  # its decisions read the gathered output: the same on every process
                 v = guidance(i, x, t, context, negative_context, features)
             else:
                 v = guided_velocity(dit, x, t, context, negative_context, features,
-                                    settings.guidance_scale, settings.batch_cfg)
+                                    settings.guidance_scale, settings.batch_cfg, parallel)
             y = y + v * (sigmas[i + 1] - sigmas[i])
             report(progress, i + 1, steps, y)
     if stats is not None:
