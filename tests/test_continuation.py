@@ -89,3 +89,26 @@ def test_colour_matching_and_crossfade():
     faded = crossfade(reference, frames, 2)
     assert torch.allclose(faded[0], reference * 2 / 3 + frames[0] / 3)
     assert torch.equal(faded[2:], frames[2:])
+
+
+@pytest.mark.parametrize("mode", ["on", "fallback"])
+def test_the_main_job_makes_any_length(tmp_path, capsys, mode):
+    from uniworld_core.__main__ import main
+    from uniworld_core.media import read_webp
+
+    out = tmp_path / "long.webp"
+    assert main(["generate", "--preset", "tiny", "--frames", "41", "--steps", "2", "--continuation", mode,
+                 "--new-frames", "3", "--context-frames", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "chunk 3: 41/41 frames" in printed
+    assert read_webp(out).shape[0] == 41
+
+
+def test_a_too_long_or_badly_split_video_is_refused_up_front(tmp_path, capsys):
+    from uniworld_core.__main__ import main
+
+    assert main(["generate", "--preset", "tiny", "--frames", "100001", "--out", str(tmp_path / "x.webp")]) == 2
+    assert "--frames 100001; expected 5 to 4097" in capsys.readouterr().err
+    assert main(["generate", "--preset", "tiny", "--frames", "41", "--new-frames", "0",
+                 "--out", str(tmp_path / "x.webp")]) == 2
+    assert "--new-frames 0" in capsys.readouterr().err

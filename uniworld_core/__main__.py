@@ -38,14 +38,16 @@ from .sampling import (
     TINY,
     CacheSettings,
     CacheStats,
+    ContinuationSettings,
     SamplerSettings,
     VideoSettings,
     choose_wan_schedule,
     decode_frames,
     encode_start,
     generate_latents,
+    generate_long,
 )
-from .weights import OUR_TYPES, convert_file, inspect_file, load, peek_config, quantize_file
+from .weights import OUR_TYPES, convert_file, inspect_file, load, peek_config, quantize_file, trained_for_continuation
 
 GIB = 2**30
 SETTINGS = ("width", "height", "frames", "steps", "cfg", "shift", "fourier_ratio", "fps")
@@ -91,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flash_attn", "sage", "npu"],
                      help="attention kernel (default auto: flash-attn/NPU when installed, else SDPA)")
     _memory_options(gen)
+    gen.add_argument("--continuation", default="auto", choices=["auto", "on", "fallback"],
+                     help="beyond one run's frames (the model's default count): 'on' continues the video "
+                     "from its last latent frames (weights trained for it), 'fallback' chains image-to-video "
+                     "runs from the last frame with colour matching; auto (default) picks 'on' when the model "
+                     "says it was trained for continuation")
+    gen.add_argument("--context-frames", type=int, default=4, help="latent frames of the video so far that each "
+                     "continuation sees (default 4)")
+    gen.add_argument("--new-frames", type=int, default=9, help="latent frames each continuation adds (default 9 "
+                     "= 36 frames)")
     gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
                      "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
                      "intervals] (the Wan report's attention and unconditional caches; a schedule chosen by "
@@ -235,7 +246,10 @@ def _configs(args: argparse.Namespace, preset: str | None):
 def _check_memory(args: argparse.Namespace, preset: str | None, device: torch.device) -> None:
     """Refuse a size whose activations alone exceed the memory there is, before allocating anything."""
     dit_cfg, vae_cfg = _configs(args, preset)
-    grid = (1 + (args.frames - 1) // 4, args.height // 8, args.width // 8)
+    run = 1 + (min(args.frames, args.run_frames) - 1) // 4
+    if args.frames > args.run_frames:  # a continuation sees its context window too
+        run = max(run, args.context_frames + args.new_frames)
+    grid = (run, args.height // 8, args.width // 8)
     compute = 4 if resolve_dtype(args.precision, device) == torch.float32 else 2
     needed = least_generation_bytes(dit_cfg, vae_cfg, grid, 2 if args.cfg != 1 else 1, compute)
     available = available_memory(device)
@@ -325,7 +339,9 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
     out = output_path(args.out)
     check_files(args)
     preset = _preset(args)
-    _fill(args, miniature.defaults() if preset == "miniature" else TINY if preset == "tiny" else REPORT)
+    defaults = miniature.defaults() if preset == "miniature" else TINY if preset == "tiny" else REPORT
+    _fill(args, defaults)
+    args.run_frames = defaults.frames  # one run's frames; more are made by continuations
     if preset == "miniature":
         _miniature_example(args)
     args.prompt = args.prompt or ""
@@ -341,6 +357,34 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
         _context_file(args.context)
     _check_memory(args, preset, device)
     return preset, out, device, image
+
+
+def _continuation(args: argparse.Namespace, preset: str | None) -> ContinuationSettings:
+    """How a video longer than one run is made: continuation where the model was trained for it."""
+    if args.continuation == "auto":
+        trained = (miniature.card().get("continuation") if preset == "miniature"
+                   else preset is None and trained_for_continuation(args.dit))
+        mode = "on" if trained else "fallback"
+        print(f"{args.frames} frames: beyond one run of {args.run_frames}, made by "
+              f"{'continuation' if mode == 'on' else 'the chained image-to-video fallback'}")
+    else:
+        mode = args.continuation
+    return ContinuationSettings(args.new_frames, args.context_frames, args.run_frames, fallback=mode == "fallback")
+
+
+def _render_long(stack: Stack, args: argparse.Namespace, device: torch.device, cache: CacheSettings,
+                 settings: ContinuationSettings) -> torch.Tensor:
+    """Frames of a video longer than one run: the first run, then continuations, decoded as they come."""
+    video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
+    sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio, cache=cache)
+    with stack.vae_place.active():
+        start = encode_start(stack.vae, stack.image, args.width, args.height, args.fourier_ratio, device)
+        chunks = []
+        for chunk in generate_long(stack.dit, stack.vae, start, stack.context, stack.negative, video, sampler,
+                                   settings, print_progress("sampling")):
+            chunks.append((chunk * 255).round().to(torch.uint8))  # 4x less memory than float frames
+            print(f"chunk {len(chunks)}: {sum(len(c) for c in chunks)}/{args.frames} frames")
+    return torch.cat(chunks).float() / 255
 
 
 def _render(stack: Stack, args: argparse.Namespace, device: torch.device, cache: CacheSettings,
@@ -369,7 +413,10 @@ def generate_command(args: argparse.Namespace) -> Path:
     print(f"sampling: {args.steps} steps, shift {args.shift:g}, cfg {args.cfg:g}, {args.width}x{args.height}, "
           f"{args.frames} frames")
     started, stats = time.perf_counter(), CacheStats()
-    frames = _render(stack, args, device, args.cache_settings, stats)
+    if args.frames > args.run_frames:
+        frames = _render_long(stack, args, device, args.cache_settings, _continuation(args, preset))
+    else:
+        frames = _render(stack, args, device, args.cache_settings, stats)
     if args.cache_settings.active:
         print(f"cache {args.cache}: {stats.summary()}")
     written = _write(frames, out, args.fps)

@@ -26,7 +26,10 @@ DEVICE_TYPES = ("auto", "cpu", "cuda", "mps", "npu")
 
 # What every numeric option may be: the settings' limits (shared with the nodes' widgets) and the memory ones.
 RANGES = {**LIMITS, "vram_budget": Limits(1e-6, 1e6, "GiB"), "prefetch_blocks": Limits(0, 64, "blocks"),
-          "blocks_to_swap": Limits(-1, 1000, "blocks (-1 = planned)")}
+          "blocks_to_swap": Limits(-1, 1000, "blocks (-1 = planned)"),
+          # longer than one run: the first run, then continuations (memory per run stays the same)
+          "frames": Limits(5, 4097, "frames, of the form 4k+1"),
+          "context_frames": Limits(1, 64, "latent frames"), "new_frames": Limits(1, 64, "latent frames")}
 
 
 class OneLineParser(argparse.ArgumentParser):
