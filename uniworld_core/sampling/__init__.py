@@ -8,7 +8,7 @@ basics; not its peers `memory` and `weights`.
 """
 
 from .cache import POLICIES, SCHEDULE_SUFFIX, CacheSettings, CacheStats, choose_wan_schedule
-from .continuation import ContinuationSettings, generate_long
+from .continuation import ContinuationSettings, decode_chunked, extend_latents, generate_long
 from .defaults import LIMITS, REPORT, TINY, Defaults, Limits
 from .pipeline import StartFrame, VideoSettings, decode_frames, encode_start, generate, generate_latents, latent_shape
 from .sampler import SamplerSettings, sample
@@ -19,5 +19,5 @@ __all__ = [
     "REPORT", "TINY", "Defaults", "StartFrame", "VideoSettings", "decode_frames", "encode_start", "generate",
     "generate_latents", "latent_shape", "SamplerSettings", "sample", "inference_sigmas",
     "timesteps_from_sigmas", "training_pair", "dynamic_shift", "sample_training_sigmas",
-    "ContinuationSettings", "generate_long",
+    "ContinuationSettings", "generate_long", "decode_chunked", "extend_latents",
 ]

@@ -107,13 +107,55 @@ def _chained(dit, vae, start, context, negative, video, sampler, settings, sizes
     previous = _frames(vae.decode(latents))
     yield previous
     for index, size in enumerate(sizes[1:], start=1):
-        run = replace(video, num_frames=1 + 4 * size, seed=video.seed + index)  # +1 latent: frame 0 is shared
-        restart = encode_start(vae, previous[-1], video.width, video.height, start.fourier_ratio)
-        new = generate_latents(dit, vae, None, context, negative, run, sampler, progress, start=restart)
-        frames = match_colours(_frames(vae.decode(new))[1:], previous[-1])  # frame 0 repeats the last one
-        frames = crossfade(previous[-1], frames, settings.crossfade)
-        yield frames
-        previous = frames
+        new = _restarted_run(dit, vae, previous[-1], start, context, negative, video, sampler, size, index, progress)
+        previous = join(previous[-1], _frames(vae.decode(new)), settings.crossfade)
+        yield previous
+
+
+def _restarted_run(dit, vae, last_frame, start, context, negative, video, sampler, size, index, progress):
+    """An I2SV run of `size` new latent frames (plus frame 0, the last frame again) from `last_frame`."""
+    run = replace(video, num_frames=1 + 4 * size, seed=video.seed + index)
+    restart = encode_start(vae, last_frame, video.width, video.height, start.fourier_ratio)
+    return generate_latents(dit, vae, None, context, negative, run, sampler, progress, start=restart)
+
+
+def join(last: torch.Tensor, frames: torch.Tensor, fade: int) -> torch.Tensor:
+    """A chained run's frames after the previous chunk's `last` frame: its frame 0 (a copy of `last`)
+    dropped, its colours matched to `last`, and the join cross-faded over `fade` frames."""
+    return crossfade(last, match_colours(frames[1:], last), fade)
+
+
+def extend_latents(dit: WanDiT, vae: WanVAE, latents: torch.Tensor, chunks: list[int], start: StartFrame,
+                   context: torch.Tensor, negative: torch.Tensor | None, sampler: SamplerSettings,
+                   settings: ContinuationSettings, add: int, seed: int,
+                   progress: ProgressHook | None = None) -> tuple[torch.Tensor, list[int]]:
+    """`add` more latent frames after `latents` [1, z, T, h, w] (normalised): (latents, chunks).
+
+    `chunks` are the latent frames of each separately decoded run (their sum is T): continuation
+    extends the last run's causal sequence; the fallback appends a new run (add + 1 latent frames,
+    whose first decoded frame repeats the previous last frame: `decode_chunked` drops it).
+    """
+    if not settings.fallback:
+        new = continue_latents(dit, start, latents, context, negative, sampler, add, settings.context_frames,
+                               seed, progress)
+        return torch.cat([latents, new.to(latents.device)], dim=2), [*chunks[:-1], chunks[-1] + add]
+    last_frame = _frames(vae.decode(latents[:, :, -chunks[-1]:]))[-1]
+    height, width = latents.shape[3] * vae.cfg.spatial_factor, latents.shape[4] * vae.cfg.spatial_factor
+    video = VideoSettings(width=width, height=height, seed=seed)
+    new = _restarted_run(dit, vae, last_frame, start, context, negative, video, sampler, add, 0, progress)
+    return torch.cat([latents, new.to(latents.device)], dim=2), [*chunks, add + 1]
+
+
+def decode_chunked(vae: WanVAE, latents: torch.Tensor, chunks: list[int], fade: int = 2) -> torch.Tensor:
+    """Frames [T, H, W, 3] in 0..1 of latents made of separately decoded runs (see `extend_latents`)."""
+    if sum(chunks) != latents.shape[2]:
+        raise InputError(f"runs of {chunks} latent frames for {latents.shape[2]} latent frames", "runs that add up")
+    out, offset = [], 0
+    for size in chunks:
+        frames = _frames(vae.decode(latents[:, :, offset:offset + size]))
+        out.append(frames if not out else join(out[-1][-1], frames, fade))
+        offset += size
+    return torch.cat(out)
 
 
 def match_colours(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
