@@ -40,6 +40,7 @@ class ContinuationSettings:
     first_frames: int = 49  # video frames of the first (I2SV) run
     fallback: bool = False  # chained I2SV from the last frame, for weights without continuation training
     crossfade: int = 2  # fallback: frames over which a join is blended
+    match: bool = True  # fallback: match each chunk's colours to the frame it continues
 
     def __post_init__(self):
         if self.new_frames < 1 or self.context_frames < 1 or self.first_frames < 5 or (self.first_frames - 1) % 4:
@@ -108,7 +109,7 @@ def _chained(dit, vae, start, context, negative, video, sampler, settings, sizes
     yield previous
     for index, size in enumerate(sizes[1:], start=1):
         new = _restarted_run(dit, vae, previous[-1], start, context, negative, video, sampler, size, index, progress)
-        previous = join(previous[-1], _frames(vae.decode(new)), settings.crossfade)
+        previous = join(previous[-1], _frames(vae.decode(new)), settings.crossfade, settings.match)
         yield previous
 
 
@@ -119,10 +120,10 @@ def _restarted_run(dit, vae, last_frame, start, context, negative, video, sample
     return generate_latents(dit, vae, None, context, negative, run, sampler, progress, start=restart)
 
 
-def join(last: torch.Tensor, frames: torch.Tensor, fade: int) -> torch.Tensor:
+def join(last: torch.Tensor, frames: torch.Tensor, fade: int, match: bool = True) -> torch.Tensor:
     """A chained run's frames after the previous chunk's `last` frame: its frame 0 (a copy of `last`)
     dropped, its colours matched to `last`, and the join cross-faded over `fade` frames."""
-    return crossfade(last, match_colours(frames[1:], last), fade)
+    return crossfade(last, match_colours(frames[1:], last) if match else frames[1:], fade)
 
 
 def extend_latents(dit: WanDiT, vae: WanVAE, latents: torch.Tensor, chunks: list[int], start: StartFrame,
