@@ -13,6 +13,7 @@ from ..uniworld_core.weights import LoraPatch, merge_patches
 DIT, VAE, TEXT_ENCODER = "UNIWORLD_DIT", "UNIWORLD_VAE", "UNIWORLD_TEXT_ENCODER"
 COND, STYLE, FOURIER = "UNIWORLD_COND", "UNIWORLD_STYLE", "UNIWORLD_FOURIER"
 CACHE = "UNIWORLD_CACHE"
+CHUNKS_KEY = "uniworld_chunks"  # LATENT entry: latent frames of each separately decoded run
 CATEGORY = "UniWorld"
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ..uniworld_core import VideoSettings
 from ..uniworld_core.media import frames_to_video, video_to_frames
-from ..uniworld_core.sampling import latent_shape
+from ..uniworld_core.sampling import decode_chunked, latent_shape
 from . import comfy_env
-from .types import CATEGORY, VAE, size_inputs, spec
+from .types import CATEGORY, CHUNKS_KEY, VAE, size_inputs, spec
 
 
 class UniWorldVAEEncode:
@@ -58,6 +58,10 @@ class UniWorldVAEDecode:
 
     def decode(self, vae, latent, tiled, tile_size, tile_overlap):
         samples = latent["samples"].to(vae.device)
+        chunks = latent.get(CHUNKS_KEY) or [samples.shape[2]]
+        if len(chunks) > 1:  # runs chained by Extend Video's fallback: each decoded on its own, then joined
+            with vae.placement.active():
+                return (decode_chunked(vae.vae, vae.vae.normalize(samples), chunks),)
         hook = comfy_env.progress_hook(samples.shape[2])
         with vae.placement.active():
             if tiled:

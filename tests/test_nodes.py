@@ -58,7 +58,7 @@ def pack(tmp_path, monkeypatch):
 
 def test_every_node_definition_is_well_formed(pack):
     mappings = pack.NODE_CLASS_MAPPINGS
-    assert len(mappings) == 13 and set(mappings) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    assert len(mappings) == 14 and set(mappings) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     for name, cls in mappings.items():
         assert cls.CATEGORY == "UniWorld" and cls.DESCRIPTION, name
         assert callable(getattr(cls(), cls.FUNCTION)), name
@@ -224,8 +224,9 @@ def test_workflow_runs_end_to_end(runnable, path):
     videos = [Path(v) for result in ui.values() for v in (result or {}).get("videos", [])]
     savers = [e for e in prompt.values() if e["class_type"] == "SaveVideo"]
     assert len(videos) == len(savers) > 0
-    for video in videos:
-        assert _video_frames_and_size(video) == (SMALL["frames"], (SMALL["width"], SMALL["height"]))
+    added = sum(e["inputs"]["add_frames"] for e in prompt.values() if e["class_type"] == "UniWorldExtendVideo")
+    for video in videos:  # Extend Video nodes add their frames to the Sampler's
+        assert _video_frames_and_size(video) == (SMALL["frames"] + added, (SMALL["width"], SMALL["height"]))
     steps = [p for p in runnable.fake.progress if p[1] == SMALL["steps"]]
     assert steps and all(p[2] is not None and p[2][0] == "JPEG" for p in steps), "every step shows a preview"
 
@@ -410,3 +411,16 @@ def test_the_cache_node_feeds_the_sampler(request, capsys):
     runner.execute(prompt)
     printed = capsys.readouterr().out
     assert "[UniWorld] cache:" in printed and "DiT forwards run" in printed
+
+
+@pytest.mark.parametrize("mode", ["continuation", "fallback: chained image-to-video"])
+def test_extend_video_in_both_modes(runnable, mode):
+    """Extend Video twice in each mode; the fallback's runs are decoded apart and joined by VAE Decode."""
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
+    prompt = _small_prompt(runnable, REPO / "workflows" / "long_video.json")
+    extends = [k for k, v in prompt.items() if v["class_type"] == "UniWorldExtendVideo"]
+    for key in extends:
+        prompt[key]["inputs"].update(mode=mode, add_frames=4, context_frames=1)
+    ui = runner.execute(prompt)
+    video = next(Path(v) for result in ui.values() for v in (result or {}).get("videos", []))
+    assert _video_frames_and_size(video)[0] == SMALL["frames"] + 4 * len(extends)

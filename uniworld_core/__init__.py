@@ -65,7 +65,8 @@ __all__ = [
     "Conditioner", "StyleSpec", "Style", "style", "BUILTIN_STYLES", "all_styles", "vlm_conditioner",
     "umt5_conditioner",
     # generating, with its settings
-    "generate", "generate_latents", "decode_frames", "encode_start", "StartFrame", "VideoSettings",
+    "generate", "generate_latents", "generate_long", "ContinuationSettings", "decode_frames", "encode_start",
+    "StartFrame", "VideoSettings",
     "SamplerSettings", "Defaults", "REPORT", "ProgressHook", "print_progress",
     # presets
     "load_miniature", "tiny_stack",

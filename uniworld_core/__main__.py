@@ -13,10 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from . import __version__
 from .cli import (
     VAE_TILE_OVERLAP,
-    OneLineParser,
     available_memory,
     check_device,
     check_files,
@@ -25,15 +23,16 @@ from .cli import (
     check_settings,
     output_path,
     parallel_wanted,
+    parser,
     print_error,
 )
-from .conditioning import BUILTIN_STYLES, StyleSpec, all_styles, umt5_conditioner, vlm_conditioner
+from .conditioning import StyleSpec, all_styles, umt5_conditioner, vlm_conditioner
 from .device import DTYPES, resolve_dtype
 from .errors import InputError, UniWorldError
 from .media import av_available, demo_image, save_mp4, save_webp
 from .memory import AUTO, Placement, least_generation_bytes, place_dit
 from .model import DIT_PRESETS, VAE_PRESETS, compile_blocks, get_attention
-from .parallel import DEFAULT_TIMEOUT_S, Parallel, ProcessFailure, shard_dit
+from .parallel import Parallel, ProcessFailure, shard_dit
 from .parallel import decode_frames as decode_shared
 from .parallel import start as start_parallel
 from .presets import miniature
@@ -45,126 +44,18 @@ from .sampling import (
     TINY,
     CacheSettings,
     CacheStats,
+    ContinuationSettings,
     SamplerSettings,
     VideoSettings,
     choose_wan_schedule,
     encode_start,
     generate_latents,
+    generate_long,
 )
-from .weights import OUR_TYPES, convert_file, inspect_file, load, peek_config, quantize_file
+from .weights import convert_file, inspect_file, load, peek_config, quantize_file, trained_for_continuation
 
 GIB = 2**30
 SETTINGS = ("width", "height", "frames", "steps", "cfg", "shift", "fourier_ratio", "fps")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m uniworld_core", description="Uniworld-OSP2.0 / FlashI2V image to "
-                           "stylized video: generate, and inspect, convert or quantise weight files.")
-    parser.add_argument("--version", action="version", version=f"uniworld-osp2 {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    gen = sub.add_parser("generate", help="image (+ prompt, style) -> stylized video",
-                         description="Animate an image into a stylized video. Without --dit the built-in "
-                         "miniature model runs (its card's 64x64, 17 frames, 30 steps); with files the report's "
-                         "832x480, 49 frames, 50 steps.")
-    gen.add_argument("--preset", choices=["miniature", "tiny"], help="without --dit: the built-in miniature "
-                     "model trained on the toy world (default when installed), or random-weight 'tiny' "
-                     "(proves the pipeline only)")
-    gen.add_argument("--dit", help="DiT weights (.safetensors/.pt/.gguf; official, ComfyUI or diffusers keys)")
-    gen.add_argument("--vae", help="Wan2.1 VAE weights")
-    gen.add_argument("--vlm", help="Qwen2.5-VL folder or single file (Uniworld-OSP2.0); needs --adapter")
-    gen.add_argument("--adapter", help="the encoder adapter (fc1/fc2) that goes with --vlm")
-    gen.add_argument("--umt5", help="umT5 file or folder (FlashI2V-1.3B)")
-    gen.add_argument("--tokenizer", help="tokenizer folder, when --vlm/--umt5 is a single file")
-    gen.add_argument("--prompt", help="what happens in the video (miniature default: the example's caption)")
-    gen.add_argument("--negative", help="negative prompt (default: the official one, style-aware)")
-    gen.add_argument("--style", help=f"one of: {', '.join(s.name for s in BUILTIN_STYLES)}")
-    gen.add_argument("--style-strength", type=float, default=1.0, help="0 = no style, 1 = the styled prompt "
-                     "(default 1)")
-    gen.add_argument("--context", help="precomputed features instead: safetensors with 'context' "
-                     "[1,L,text_dim] and optionally 'negative_context'")
-    gen.add_argument("--image", help="conditioning image (default: the miniature model's example photo, "
-                     "or a procedural test picture for 'tiny')")
-    gen.add_argument("--out", default="outputs/uniworld.webp", help="output .webp or .mp4 file, or an existing "
-                     "folder (default outputs/uniworld.webp; an .mp4 is written beside a .webp when PyAV is "
-                     "installed)")
-    _setting_options(gen)
-    gen.add_argument("--seed", type=int, default=REPORT.seed, help=f"noise seed (default {REPORT.seed}): the same "
-                     "seed gives the same video on any device")
-    gen.add_argument("--device", default="auto", help="auto (default: CUDA, NPU, MPS, else CPU), cpu, cuda, "
-                     "cuda:1, mps, npu")
-    gen.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                     help="auto (default: bf16 on accelerators, fp32 on the CPU)")
-    gen.add_argument("--attention", default="auto",
-                     choices=["auto", "measure", "sdpa", "chunked", "flash_attn", "sage", "npu"],
-                     help="attention kernel (default auto: SDPA on the CPU, flash-attn on CUDA when installed, "
-                     "the NPU kernel on Ascend; measure: time SDPA/chunked/flash-attn on first use and keep "
-                     "the fastest)")
-    gen.add_argument("--compile", action="store_true", help="compile the DiT block with torch.compile "
-                     "(once per video size; falls back to eager with a message when the compiler fails)")
-    _memory_options(gen)
-    gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
-                     "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
-                     "intervals] (the Wan report's attention and unconditional caches; a schedule chosen by "
-                     "cache-calibrate is read from <dit>.cache.json), or both: adaptive+wan")
-    _parallel_options(gen)
-    cal = sub.add_parser("cache-calibrate", help="choose the wan cache schedule for a model and write it beside "
-                         "its DiT file (<dit>.cache.json), which --cache wan then reads")
-    for action in gen._actions[1:]:  # the generate options, so the same model and input can be given
-        cal._add_action(action)
-    cal.add_argument("--min-psnr", type=float, default=30.0, help="the least PSNR (dB) against the uncached video "
-                     "a schedule must keep (default 30)")
-    ins = sub.add_parser("inspect", help="say what a weight file is (format, kind, config, dtypes)")
-    ins.add_argument("file")
-    ins.add_argument("--json", action="store_true", help="print the report as JSON")
-    conv = sub.add_parser("convert", help="rewrite a DiT/VAE file as one official-layout safetensors")
-    conv.add_argument("file")
-    conv.add_argument("out")
-    conv.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"])
-    quant = sub.add_parser("quantize", help="write a DiT as GGUF (Q4_K, Q8_0, ...) or fp8 safetensors")
-    quant.add_argument("file")
-    quant.add_argument("out")
-    quant.add_argument("--type", required=True, choices=OUR_TYPES)
-    return parser
-
-
-def _setting_options(gen: argparse.ArgumentParser) -> None:
-    """Geometry and sampling settings; unset ones come from the model's defaults."""
-    mini = miniature.defaults()  # this build's card (read when --help is built)
-    for name, kind, meaning in (("width", int, "frame width in pixels"), ("height", int, "frame height"),
-                                ("frames", int, "frame count, 4k+1"), ("steps", int, "Euler steps"),
-                                ("cfg", float, "classifier-free guidance scale"),
-                                ("shift", float, "flow-matching time shift"),
-                                ("fourier-ratio", float, "share of spectral energy left in the low band"),
-                                ("fps", int, "frames per second of the written video")):
-        key = name.replace("-", "_")
-        gen.add_argument(f"--{name}", type=kind, help=f"{meaning} (default: {getattr(REPORT, key):g} for "
-                         f"real weights, {getattr(mini, key):g} for the miniature, {getattr(TINY, key):g} "
-                         "for tiny)")
-
-
-def _memory_options(gen: argparse.ArgumentParser) -> None:
-    gen.add_argument("--vram-budget", type=float, help="GiB of device memory the DiT may use; blocks that do "
-                     "not fit stay in CPU RAM and are streamed in just in time (default: the free memory)")
-    gen.add_argument("--blocks-to-swap", type=int, default=AUTO, help="DiT blocks kept in CPU RAM: -1 = "
-                     "planned from the budget (default), 0 = all on the device, N = the first N")
-    gen.add_argument("--prefetch-blocks", type=int, default=1, help="swapped blocks copied ahead of use "
-                     "(default 1)")
-    gen.add_argument("--offload", action="store_true", help="keep the text encoder and the VAE in CPU RAM "
-                     "between uses (they visit the device only while they run)")
-
-
-def _parallel_options(gen: argparse.ArgumentParser) -> None:
-    gen.add_argument("--sequence-parallel", type=int, default=1, metavar="N", help="N processes split the video "
-                     "tokens of every DiT call (Ulysses); launch with torchrun --nproc-per-node N (2N with "
-                     "--cfg-parallel)")
-    gen.add_argument("--cfg-parallel", action="store_true", help="the conditional and unconditional branches of "
-                     "guidance on two processes (x2 processes)")
-    gen.add_argument("--fsdp", action="store_true", help="shard the DiT's weights across the processes (FSDP2): "
-                     "each holds 1/N of them, for models larger than one device")
-    gen.add_argument("--vae-tile", type=int, default=0, metavar="T", help="decode in T x T latent-pixel tiles "
-                     "(8 blended), shared among the processes of a parallel run (default 0: whole frames)")
-    gen.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds a "
-                     f"process waits for the others before the run stops with an error (default {DEFAULT_TIMEOUT_S})")
 
 
 def quantize_command(args: argparse.Namespace) -> None:
@@ -261,7 +152,10 @@ def _configs(args: argparse.Namespace, preset: str | None):
 def _check_memory(args: argparse.Namespace, preset: str | None, device: torch.device) -> None:
     """Refuse a size whose activations alone exceed the memory there is, before allocating anything."""
     dit_cfg, vae_cfg = _configs(args, preset)
-    grid = (1 + (args.frames - 1) // 4, args.height // 8, args.width // 8)
+    run = 1 + (min(args.frames, args.run_frames) - 1) // 4
+    if args.frames > args.run_frames:  # a continuation sees its context window too
+        run = max(run, args.context_frames + args.new_frames)
+    grid = (run, args.height // 8, args.width // 8)
     compute = 4 if resolve_dtype(args.precision, device) == torch.float32 else 2
     batch = 1 if args.cfg == 1 or args.cfg_parallel else 2  # per process
     needed = least_generation_bytes(dit_cfg, vae_cfg, grid, batch, compute, args.sequence_parallel)
@@ -359,7 +253,9 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
     out = output_path(args.out)
     check_files(args)
     preset = _preset(args)
-    _fill(args, miniature.defaults() if preset == "miniature" else TINY if preset == "tiny" else REPORT)
+    defaults = miniature.defaults() if preset == "miniature" else TINY if preset == "tiny" else REPORT
+    _fill(args, defaults)
+    args.run_frames = defaults.frames  # one run's frames; more are made by continuations
     if preset == "miniature":
         _miniature_example(args)
     args.prompt = args.prompt or ""
@@ -376,6 +272,34 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
         _context_file(args.context)
     _check_memory(args, preset, device)
     return preset, out, device, image
+
+
+def _continuation(args: argparse.Namespace, preset: str | None) -> ContinuationSettings:
+    """How a video longer than one run is made: continuation where the model was trained for it."""
+    if args.continuation == "auto":
+        trained = (miniature.card().get("continuation") if preset == "miniature"
+                   else preset is None and trained_for_continuation(args.dit))
+        mode = "on" if trained else "fallback"
+        print(f"{args.frames} frames: beyond one run of {args.run_frames}, made by "
+              f"{'continuation' if mode == 'on' else 'the chained image-to-video fallback'}")
+    else:
+        mode = args.continuation
+    return ContinuationSettings(args.new_frames, args.context_frames, args.run_frames, fallback=mode == "fallback")
+
+
+def _render_long(stack: Stack, args: argparse.Namespace, device: torch.device, cache: CacheSettings,
+                 settings: ContinuationSettings) -> torch.Tensor:
+    """Frames of a video longer than one run: the first run, then continuations, decoded as they come."""
+    video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
+    sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio, cache=cache)
+    with stack.vae_place.active():
+        start = encode_start(stack.vae, stack.image, args.width, args.height, args.fourier_ratio, device)
+        chunks = []
+        for chunk in generate_long(stack.dit, stack.vae, start, stack.context, stack.negative, video, sampler,
+                                   settings, print_progress("sampling")):
+            chunks.append((chunk * 255).round().to(torch.uint8))  # 4x less memory than float frames
+            print(f"chunk {len(chunks)}: {sum(len(c) for c in chunks)}/{args.frames} frames")
+    return torch.cat(chunks).float() / 255
 
 
 def _render(stack: Stack, args: argparse.Namespace, device: torch.device, cache: CacheSettings,
@@ -413,6 +337,9 @@ def _stack_for(args: argparse.Namespace) -> tuple[Stack, str | None, Path, torch
 
 def generate_command(args: argparse.Namespace) -> Path | None:
     preset, out, device, image = _prepare(args)
+    if parallel_wanted(args) and args.frames > args.run_frames:
+        raise InputError(f"{args.frames} frames with a parallel run", f"at most {args.run_frames} frames (one run) "
+                         "in parallel", "Run the long video in one process, or make it in parallel in pieces.")
     if not parallel_wanted(args):
         return _generate(args, preset, out, device, image)
     parallel = start_parallel(args.sequence_parallel, 2 if args.cfg_parallel else 1, device.type, args.dist_timeout)
@@ -437,7 +364,10 @@ def _generate(args: argparse.Namespace, preset: str | None, out: Path, device: t
     print(f"sampling: {args.steps} steps, shift {args.shift:g}, cfg {args.cfg:g}, {args.width}x{args.height}, "
           f"{args.frames} frames")
     started, stats = time.perf_counter(), CacheStats()
-    frames = _render(stack, args, device, args.cache_settings, stats, parallel=parallel)
+    if args.frames > args.run_frames:
+        frames = _render_long(stack, args, device, args.cache_settings, _continuation(args, preset))
+    else:
+        frames = _render(stack, args, device, args.cache_settings, stats, parallel=parallel)
     if args.cache_settings.active:
         print(f"cache {args.cache}: {stats.summary()}")
     if frames is None:  # not the main process: it only helped
@@ -479,7 +409,7 @@ def _write(frames: torch.Tensor, out: Path, fps: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         code = {"generate": generate_command, "inspect": inspect_command, "convert": convert_command,
                 "quantize": quantize_command, "cache-calibrate": calibrate_command}[args.command](args)

@@ -14,11 +14,16 @@ from pathlib import Path
 
 import torch
 
+from . import __version__
+from .conditioning import BUILTIN_STYLES
 from .device import pick_device
 from .errors import InputError
 from .media import av_available, load_image
-from .parallel import launched
-from .sampling.defaults import LIMITS, Limits
+from .memory import AUTO
+from .parallel import DEFAULT_TIMEOUT_S, launched
+from .presets import miniature
+from .sampling.defaults import LIMITS, REPORT, TINY, Limits
+from .weights import OUR_TYPES
 
 OUT_SUFFIXES = (".webp", ".mp4")
 DEFAULT_OUT_NAME = "uniworld.webp"
@@ -29,7 +34,10 @@ DEVICE_TYPES = ("auto", "cpu", "cuda", "mps", "npu")
 RANGES = {**LIMITS, "vram_budget": Limits(1e-6, 1e6, "GiB"), "prefetch_blocks": Limits(0, 64, "blocks"),
           "blocks_to_swap": Limits(-1, 1000, "blocks (-1 = planned)"),
           "sequence_parallel": Limits(1, 1024, "processes"), "vae_tile": Limits(0, 4096, "latent pixels (0 = whole)"),
-          "dist_timeout": Limits(1, 86400, "seconds")}
+          "dist_timeout": Limits(1, 86400, "seconds"),
+          # longer than one run: the first run, then continuations (memory per run stays the same)
+          "frames": Limits(5, 4097, "frames, of the form 4k+1"),
+          "context_frames": Limits(1, 64, "latent frames"), "new_frames": Limits(1, 64, "latent frames")}
 VAE_TILE_OVERLAP = 8  # latent pixels blended between neighbouring tiles (the VAE Decode node's default)
 
 
@@ -186,3 +194,122 @@ def available_memory(device: torch.device) -> int | None:
 
 def print_error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m uniworld_core", description="Uniworld-OSP2.0 / FlashI2V image to "
+                           "stylized video: generate, and inspect, convert or quantise weight files.")
+    parser.add_argument("--version", action="version", version=f"uniworld-osp2 {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    gen = sub.add_parser("generate", help="image (+ prompt, style) -> stylized video",
+                         description="Animate an image into a stylized video. Without --dit the built-in "
+                         "miniature model runs (its card's 64x64, 17 frames, 30 steps); with files the report's "
+                         "832x480, 49 frames, 50 steps.")
+    gen.add_argument("--preset", choices=["miniature", "tiny"], help="without --dit: the built-in miniature "
+                     "model trained on the toy world (default when installed), or random-weight 'tiny' "
+                     "(proves the pipeline only)")
+    gen.add_argument("--dit", help="DiT weights (.safetensors/.pt/.gguf; official, ComfyUI or diffusers keys)")
+    gen.add_argument("--vae", help="Wan2.1 VAE weights")
+    gen.add_argument("--vlm", help="Qwen2.5-VL folder or single file (Uniworld-OSP2.0); needs --adapter")
+    gen.add_argument("--adapter", help="the encoder adapter (fc1/fc2) that goes with --vlm")
+    gen.add_argument("--umt5", help="umT5 file or folder (FlashI2V-1.3B)")
+    gen.add_argument("--tokenizer", help="tokenizer folder, when --vlm/--umt5 is a single file")
+    gen.add_argument("--prompt", help="what happens in the video (miniature default: the example's caption)")
+    gen.add_argument("--negative", help="negative prompt (default: the official one, style-aware)")
+    gen.add_argument("--style", help=f"one of: {', '.join(s.name for s in BUILTIN_STYLES)}")
+    gen.add_argument("--style-strength", type=float, default=1.0, help="0 = no style, 1 = the styled prompt "
+                     "(default 1)")
+    gen.add_argument("--context", help="precomputed features instead: safetensors with 'context' "
+                     "[1,L,text_dim] and optionally 'negative_context'")
+    gen.add_argument("--image", help="conditioning image (default: the miniature model's example photo, "
+                     "or a procedural test picture for 'tiny')")
+    gen.add_argument("--out", default="outputs/uniworld.webp", help="output .webp or .mp4 file, or an existing "
+                     "folder (default outputs/uniworld.webp; an .mp4 is written beside a .webp when PyAV is "
+                     "installed)")
+    _setting_options(gen)
+    gen.add_argument("--seed", type=int, default=REPORT.seed, help=f"noise seed (default {REPORT.seed}): the same "
+                     "seed gives the same video on any device")
+    gen.add_argument("--device", default="auto", help="auto (default: CUDA, NPU, MPS, else CPU), cpu, cuda, "
+                     "cuda:1, mps, npu")
+    gen.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                     help="auto (default: bf16 on accelerators, fp32 on the CPU)")
+    gen.add_argument("--attention", default="auto",
+                     choices=["auto", "measure", "sdpa", "chunked", "flash_attn", "sage", "npu"],
+                     help="attention kernel (default auto: SDPA on the CPU, flash-attn on CUDA when installed, "
+                     "the NPU kernel on Ascend; measure: time SDPA/chunked/flash-attn on first use and keep "
+                     "the fastest)")
+    gen.add_argument("--compile", action="store_true", help="compile the DiT block with torch.compile "
+                     "(once per video size; falls back to eager with a message when the compiler fails)")
+    _memory_options(gen)
+    gen.add_argument("--continuation", default="auto", choices=["auto", "on", "fallback"],
+                     help="beyond one run's frames (the model's default count): 'on' continues the video "
+                     "from its last latent frames (weights trained for it), 'fallback' chains image-to-video "
+                     "runs from the last frame with colour matching; auto (default) picks 'on' when the model "
+                     "says it was trained for continuation")
+    gen.add_argument("--context-frames", type=int, default=4, help="latent frames of the video so far that each "
+                     "continuation sees (default 4)")
+    gen.add_argument("--new-frames", type=int, default=9, help="latent frames each continuation adds (default 9 "
+                     "= 36 frames)")
+    gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
+                     "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
+                     "intervals] (the Wan report's attention and unconditional caches; a schedule chosen by "
+                     "cache-calibrate is read from <dit>.cache.json), or both: adaptive+wan")
+    _parallel_options(gen)
+    cal = sub.add_parser("cache-calibrate", help="choose the wan cache schedule for a model and write it beside "
+                         "its DiT file (<dit>.cache.json), which --cache wan then reads")
+    for action in gen._actions[1:]:  # the generate options, so the same model and input can be given
+        cal._add_action(action)
+    cal.add_argument("--min-psnr", type=float, default=30.0, help="the least PSNR (dB) against the uncached video "
+                     "a schedule must keep (default 30)")
+    ins = sub.add_parser("inspect", help="say what a weight file is (format, kind, config, dtypes)")
+    ins.add_argument("file")
+    ins.add_argument("--json", action="store_true", help="print the report as JSON")
+    conv = sub.add_parser("convert", help="rewrite a DiT/VAE file as one official-layout safetensors")
+    conv.add_argument("file")
+    conv.add_argument("out")
+    conv.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"])
+    quant = sub.add_parser("quantize", help="write a DiT as GGUF (Q4_K, Q8_0, ...) or fp8 safetensors")
+    quant.add_argument("file")
+    quant.add_argument("out")
+    quant.add_argument("--type", required=True, choices=OUR_TYPES)
+    return parser
+
+
+def _setting_options(gen: argparse.ArgumentParser) -> None:
+    """Geometry and sampling settings; unset ones come from the model's defaults."""
+    mini = miniature.defaults()  # this build's card (read when --help is built)
+    for name, kind, meaning in (("width", int, "frame width in pixels"), ("height", int, "frame height"),
+                                ("frames", int, "frame count, 4k+1"), ("steps", int, "Euler steps"),
+                                ("cfg", float, "classifier-free guidance scale"),
+                                ("shift", float, "flow-matching time shift"),
+                                ("fourier-ratio", float, "share of spectral energy left in the low band"),
+                                ("fps", int, "frames per second of the written video")):
+        key = name.replace("-", "_")
+        gen.add_argument(f"--{name}", type=kind, help=f"{meaning} (default: {getattr(REPORT, key):g} for "
+                         f"real weights, {getattr(mini, key):g} for the miniature, {getattr(TINY, key):g} "
+                         "for tiny)")
+
+
+def _memory_options(gen: argparse.ArgumentParser) -> None:
+    gen.add_argument("--vram-budget", type=float, help="GiB of device memory the DiT may use; blocks that do "
+                     "not fit stay in CPU RAM and are streamed in just in time (default: the free memory)")
+    gen.add_argument("--blocks-to-swap", type=int, default=AUTO, help="DiT blocks kept in CPU RAM: -1 = "
+                     "planned from the budget (default), 0 = all on the device, N = the first N")
+    gen.add_argument("--prefetch-blocks", type=int, default=1, help="swapped blocks copied ahead of use "
+                     "(default 1)")
+    gen.add_argument("--offload", action="store_true", help="keep the text encoder and the VAE in CPU RAM "
+                     "between uses (they visit the device only while they run)")
+
+
+def _parallel_options(gen: argparse.ArgumentParser) -> None:
+    gen.add_argument("--sequence-parallel", type=int, default=1, metavar="N", help="N processes split the video "
+                     "tokens of every DiT call (Ulysses); launch with torchrun --nproc-per-node N (2N with "
+                     "--cfg-parallel)")
+    gen.add_argument("--cfg-parallel", action="store_true", help="the conditional and unconditional branches of "
+                     "guidance on two processes (x2 processes)")
+    gen.add_argument("--fsdp", action="store_true", help="shard the DiT's weights across the processes (FSDP2): "
+                     "each holds 1/N of them, for models larger than one device")
+    gen.add_argument("--vae-tile", type=int, default=0, metavar="T", help="decode in T x T latent-pixel tiles "
+                     "(8 blended), shared among the processes of a parallel run (default 0: whole frames)")
+    gen.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds a "
+                     f"process waits for the others before the run stops with an error (default {DEFAULT_TIMEOUT_S})")

@@ -121,8 +121,20 @@ class Graph:
     def resize_note(self, note: dict, width: int) -> None:
         note["size"] = self._size(note, width)
 
+    def relink(self, target: dict, name: str, source: dict, slot: int) -> None:
+        """Point `target`'s input `name` at another source (its old link removed)."""
+        index = self._slot(target, name)
+        old = target["inputs"][index]["link"]
+        for node in self.nodes:
+            for output in node["outputs"]:
+                if old in output["links"]:
+                    output["links"].remove(old)
+        self.links = [link for link in self.links if link[0] != old]
+        target["inputs"][index]["link"] = None
+        self.link(source, slot, target, name)
+
     def link(self, source: dict, slot: int, target: dict, name: str) -> None:
-        link_id = len(self.links) + 1
+        link_id = max((link[0] for link in self.links), default=0) + 1  # ids stay unique after a relink
         kind = source["outputs"][slot]["type"]
         self.links.append([link_id, source["id"], slot, target["id"], self._slot(target, name), kind])
         source["outputs"][slot]["links"].append(link_id)
@@ -153,7 +165,8 @@ class Graph:
         scale = round(max(MIN_SCALE, min(1.0, room[0] / (right - left), room[1] / (bottom - top))), 2)
         # canvas pixel = (position + offset) * scale: the graph's top-left corner MARGIN px inside the canvas
         offset = [round(MARGIN / scale - left), round(MARGIN / scale - top)]
-        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+        return {"last_node_id": len(self.nodes), "last_link_id": max((link[0] for link in self.links), default=0),
+                "nodes": self.nodes,
                 "links": self.links, "groups": [], "config": {},
                 "extra": {"ds": {"scale": scale, "offset": offset}}, "version": 0.4}
 
@@ -329,7 +342,43 @@ def toy_world_miniature(classes) -> dict:
                                 [n for column in rest for n in column]])
 
 
-WORKFLOWS = {"toy_world_miniature": toy_world_miniature, "uniworld_osp2_i2sv": uniworld_osp2_i2sv,
+def long_video(classes) -> dict:
+    """The miniature model's clip made four times longer: the Sampler's run, then three Extend Video runs."""
+    g = Graph(classes)
+    note = g.node("Note", ["A long video with the built-in miniature model: one 17-frame run, then three UniWorld "
+                           "Extend Video nodes, each adding 16 frames (4 latent frames) from the last 4 latent "
+                           "frames of the video so far (continuation); 65 frames in all. With weights that were "
+                           "not trained for continuation, set each Extend Video's mode to the fallback (chained "
+                           f"image-to-video with colour matching). Copy {TOY_IMAGE} from "
+                           "uniworld_core/miniature_model/examples/ into ComfyUI/input."])
+    image = g.node("LoadImage", [TOY_IMAGE, "image"])
+    dit = g.node("UniWorldDiTLoader", ["toy_dit.safetensors", "fp32", "auto", -1, 1])
+    vae = g.node("UniWorldVAELoader", ["toy_vae.safetensors", "fp32", False])
+    vlm = g.node("UniWorldVLMLoader", ["toy_vlm", "toy_adapter.safetensors", SAME_FOLDER, "fp32", "official",
+                                       False])
+    style, encode = _styled_encode(g, vlm, image, "watercolor")
+    encode["widgets_values"][0] = TOY_PROMPT
+    fourier = g.node("UniWorldFourierCutoff", [64, 64, 0.1])
+    g.link(vae, 0, fourier, "vae")
+    g.link(image, 0, fourier, "image")
+    sampler, *rest = _tail(g, dit, vae, encode, encode, image, "video/uniworld_long", fourier, frames=17,
+                           size=(64, 64, 30), cfg_shift=(2.0, 3.0))
+    decode = rest[0][0]
+    previous, extends = sampler[0], []
+    for n in range(3):
+        extend = g.node("UniWorldExtendVideo", [16, 4, "continuation", 30, 2.0, 3.0, 100 + n, "fixed"])
+        for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (encode, 0),
+                                  "negative": (encode, 1), "fourier": (fourier, 0), "latent": (previous, 0)}.items():
+            g.link(src, slot, extend, name)
+        previous = extend
+        extends.append(extend)
+    g.relink(decode, "latent", previous, 0)
+    return _with_note(g, note, [[image, dit, vae], [vlm, style, encode], [fourier, *sampler], extends,
+                                [n for column in rest for n in column]])
+
+
+WORKFLOWS = {"toy_world_miniature": toy_world_miniature, "long_video": long_video,
+             "uniworld_osp2_i2sv": uniworld_osp2_i2sv,
              "flashi2v_1.3B_umt5": flashi2v_13b_umt5,
              "style_comparison": style_comparison, "low_vram_gguf": low_vram_gguf}
 PACK = "uniworld_osp2_pack"

@@ -49,6 +49,17 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.cos(), angles.sin()], dim=1).float()
 
 
+def modulated(modulation: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A learned modulation [1, n, dim] plus time terms, split into its n vectors (fp32).
+
+    e is [B, n, dim] (one timestep per sample: each vector is [B, 1, dim]) or [B, L, n, dim]
+    (a timestep per token, as continuation gives clean context frames t = 0: each is [B, L, dim]).
+    """
+    if e.ndim == 3:
+        return (modulation.float() + e).chunk(modulation.shape[1], dim=1)
+    return tuple(v.squeeze(2) for v in (modulation.float().unsqueeze(1) + e).chunk(modulation.shape[1], dim=2))
+
+
 class RMSNorm(nn.Module):
     """RMS norm over the last dim, computed in float32 (Wan's qk-norm)."""
 
@@ -115,10 +126,11 @@ class WanBlock(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor,
                 rope: tuple[torch.Tensor, torch.Tensor], attention: AttentionFn,
                 self_attention: AttentionFn | None = None) -> torch.Tensor:
-        # x [B, L, dim] fp32; e [B, 6, dim] fp32: shift/scale/gate for attention, then FFN.
+        # x [B, L, dim] fp32; e [B, 6, dim] fp32 (or [B, L, 6, dim] per token): shift/scale/gate for
+        # attention, then FFN.
         # self_attention: the self-attention kernel when it differs from the cross-attention one
         # (sequence parallelism: the tokens of x are a share, the context is whole).
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).chunk(6, dim=1)
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulated(self.modulation, e)
         y = self.self_attn(modulate(self.norm1(x), shift1, scale1), None, self_attention or attention, rope)
         x = torch.addcmul(x, y, gate1)  # x + y * gate, in float32 (y is promoted)
         x = x + self.cross_attn(self.norm3(x), context, attention)
@@ -141,7 +153,7 @@ class Head(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        shift, scale = (self.modulation.float() + e.unsqueeze(1)).chunk(2, dim=1)
+        shift, scale = modulated(self.modulation, e.unsqueeze(-2))
         return _linear(self.head, modulate(self.norm(x), shift, scale)).float()
 
 
@@ -211,7 +223,7 @@ class WanDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
                 fourier_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Velocity for latents x [B, C, F, H, W] at timesteps t [B] (sigma*1000).
+        """Velocity for latents x [B, C, F, H, W] at timesteps t [B] (sigma*1000), or t [B, F] per frame.
 
         context: [B, L, text_dim] text/VLM features (before `text_embedding`).
         fourier_features: [B, C, F, H, W] high-frequency features (FlashI2V only).
@@ -225,16 +237,15 @@ class WanDiT(nn.Module):
         # [B, L, dim], contiguous: a transposed view would make every residual op strided (and slow)
         tokens = tokens.flatten(2).transpose(1, 2).float().contiguous()
 
-        t = t.reshape(-1).expand(x.shape[0])
-        e = _linear_fp32(self.time_embedding[2], F.silu(
-            _linear_fp32(self.time_embedding[0], timestep_embedding(t, self.cfg.freq_dim))))
-        e0 = _linear_fp32(self.time_projection[1], F.silu(e)).unflatten(1, (6, self.cfg.dim))
+        e, e0 = self.time_terms(t, x.shape[0], grid)
         context = _linear(self.text_embedding[2], self.text_embedding[1](
             _linear(self.text_embedding[0], context)))
         rope = rope_tables(grid, self.cfg.head_dim, x.device)
         self_attention, length = self.attention, tokens.shape[1]
         if self.sequence_parallel is not None:  # this process keeps its share of the tokens
             tokens, rope, self_attention = self.sequence_parallel.split(tokens, rope, self.attention)
+            if t.ndim == 2:  # per-token time terms follow their tokens
+                e, e0 = self.sequence_parallel.share(e), self.sequence_parallel.share(e0)
 
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -246,6 +257,29 @@ class WanDiT(nn.Module):
         if self.sequence_parallel is not None:
             out = self.sequence_parallel.gather(out, length)
         return self.unpatchify(out, grid)
+
+    def time_terms(self, t: torch.Tensor, batch: int, grid: tuple[int, int, int]):
+        """(e, e0): the time embedding and its 6 modulation terms.
+
+        t [B] (or a scalar): one timestep per sample, e [B, dim] and e0 [B, 6, dim], the
+        official path. t [B, F] with F the latent frames: a timestep per frame (continuation:
+        context frames at 0, new frames at the sampling time), e [B, L, dim] and e0
+        [B, L, 6, dim] for the L tokens (each frame's tokens share its terms).
+        """
+        per_frame = t.ndim == 2
+        flat = t.reshape(-1) if per_frame else t.reshape(-1).expand(batch)
+        e = _linear_fp32(self.time_embedding[2], F.silu(
+            _linear_fp32(self.time_embedding[0], timestep_embedding(flat, self.cfg.freq_dim))))
+        e0 = _linear_fp32(self.time_projection[1], F.silu(e)).unflatten(1, (6, self.cfg.dim))
+        if not per_frame:
+            return e, e0
+        if t.shape != (batch, grid[0]):
+            raise InputError(f"per-frame timesteps of shape {tuple(t.shape)}",
+                             f"[{batch}, {grid[0]}]: one per latent frame")
+        tokens_per_frame = grid[1] * grid[2]
+        e = e.unflatten(0, (batch, grid[0])).repeat_interleave(tokens_per_frame, dim=1)  # [B, L, dim]
+        e0 = e0.unflatten(0, (batch, grid[0])).repeat_interleave(tokens_per_frame, dim=1)  # [B, L, 6, dim]
+        return e, e0
 
     def project_start(self, start: torch.Tensor) -> torch.Tensor:
         """FlashI2V latent shifting: the condition latent [B, 16, 1, H, W] through `learnable_proj` (fp32).

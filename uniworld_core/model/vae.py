@@ -273,6 +273,25 @@ def plan_tiles(h: int, w: int, tile: int, overlap: int) -> list[Tile]:
             for y in _tile_starts(h, tile, overlap) for x in _tile_starts(w, tile, overlap)]
 
 
+class StreamingDecoder:
+    """Decode a latent video that arrives chunk after chunk, with one causal cache across the chunks.
+
+    The frames equal those of decoding the whole sequence at once (the decoder is causal and
+    runs one latent frame at a time either way), and memory does not grow with the length.
+    """
+
+    def __init__(self, vae: WanVAE, normalized: bool = True):
+        self.vae, self.normalized, self.cache = vae, normalized, CausalCache()
+
+    @torch.no_grad()
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        """[B, z, n, h, w], the next latent frames -> their frames [B, 3, frames, 8h, 8w] in [-1, 1]."""
+        z = self.vae.denormalize(latents) if self.normalized else latents.float()
+        x = self.vae.conv2(z.to(self.vae.dtype))
+        return torch.cat([self.vae.decoder(x[:, :, i:i + 1], self.cache).float().clamp(-1, 1)
+                          for i in range(x.shape[2])], dim=2)
+
+
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles covering `size`, the last one flush with the end."""
     if size <= tile:

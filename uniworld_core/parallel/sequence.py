@@ -100,6 +100,13 @@ class SequenceParallel:
         kind = UlyssesAttention if self.mode == "ulysses" else GatheredKVAttention
         return F.pad(tokens, (0, 0, 0, pad))[:, mine], rope, kind(attention, self.group, length)
 
+    def share(self, per_token: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a per-token tensor [B, L, ...] (the time terms of a continuation)."""
+        length = per_token.shape[1]
+        share = share_of(length, self.size)
+        pad = [0, 0] * (per_token.ndim - 2) + [0, share * self.size - length]
+        return F.pad(per_token, pad)[:, self.rank * share:(self.rank + 1) * share]
+
     def gather(self, out: torch.Tensor, length: int) -> torch.Tensor:
         """Every process's share of the head output [B, share, C] -> all `length` tokens [B, L, C]."""
         return gather_for_all(out, self.group).transpose(0, 1).flatten(1, 2)[:, :length]

@@ -83,6 +83,12 @@ def load_miniature(folder: str | Path | None = None, device: torch.device = torc
     return Miniature(dit, vae, conditioner, folder)
 
 
+def card(folder: str | Path | None = None) -> dict:
+    """The build's card.json ({} when there is none)."""
+    path = Path(folder or model_dir()) / "card.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def defaults(folder: str | Path | None = None) -> Defaults:
     """This build's settings: its clip size and sampling (from card.json), else the recipe's."""
     card = Path(folder or model_dir()) / "card.json"

@@ -56,6 +56,15 @@ def guided_velocity(dit: WanDiT, x: torch.Tensor, t: torch.Tensor, context: torc
     return uncond + guidance_scale * (cond - uncond)
 
 
+def _step_inputs(timestep: torch.Tensor, y: torch.Tensor, prefix: torch.Tensor | None):
+    """(t, latents) the DiT sees: t [B] for a whole clip; with a clean prefix, t [B, K + F] (0 on the prefix)."""
+    batch = y.shape[0]
+    if prefix is None:
+        return timestep.expand(batch), y
+    clean = torch.zeros(batch, prefix.shape[2], device=y.device)
+    return torch.cat([clean, timestep.expand(batch, y.shape[2])], dim=1), torch.cat([prefix.float(), y], dim=2)
+
+
 @torch.no_grad()
 def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
            context: torch.Tensor, negative_context: torch.Tensor | None = None,
@@ -64,7 +73,8 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
            progress: ProgressHook | None = None,
            high_frequencies: torch.Tensor | None = None,
            stats: CacheStats | None = None,
-           parallel: Parallel | None = None) -> torch.Tensor:
+           parallel: Parallel | None = None,
+           prefix: torch.Tensor | None = None) -> torch.Tensor:
     """Integrate from `noise` [B, 16, F, H, W] to clean (normalised) latents.
 
     start_frame_latents: [B, 16, 1, H, W] normalised VAE latent of the first frame.
@@ -74,6 +84,9 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
     stats: filled with what `settings.cache` saved.
     parallel: the processes of a torch.distributed run (uniworld_core.parallel) that share the work;
     every process calls `sample` with the same arguments and gets the same latents.
+    prefix: clean latent frames [B, 16, K, H, W] placed before the noisy ones (a continuation's
+    context: the video so far). The DiT sees them at timestep 0, shifted like the rest; they are
+    not integrated, and only the new frames are returned.
     """
     if settings.cache.active and parallel is not None and parallel.cfg == 2:
         raise InputError("a sampling cache with CFG parallel", "one of the two: the caches decide per guidance "
@@ -86,21 +99,22 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
     dtype = dit.patch_embedding.weight.dtype
     if high_frequencies is None:
         high_frequencies = high_frequency(start_frame_latents, settings.fourier_ratio)
-    # the same map for every latent frame: [B, 16, F, H, W]
-    features = high_frequencies.to(noise.device, dtype).expand(-1, -1, noise.shape[2], -1, -1)
+    context_frames = 0 if prefix is None else prefix.shape[2]
+    # the same map for every latent frame: [B, 16, K + F, H, W]
+    features = high_frequencies.to(noise.device, dtype).expand(-1, -1, context_frames + noise.shape[2], -1, -1)
     y = noise.float()
     steps = len(sigmas) - 1
     guidance = CachedGuidance(dit, settings.cache, steps, settings.guidance_scale, settings.batch_cfg)
     with sequence_parallel(dit, parallel), guidance.active():
         for i in range(steps):
-            t = timesteps[i].expand(y.shape[0])
-            x = shift_latents(y, proj).to(dtype)
+            t, x = _step_inputs(timesteps[i], y, prefix)
+            x = shift_latents(x, proj).to(dtype)
             if settings.cache.active:  # its decisions read the gathered output: the same on every process
                 v = guidance(i, x, t, context, negative_context, features)
             else:
                 v = guided_velocity(dit, x, t, context, negative_context, features,
                                     settings.guidance_scale, settings.batch_cfg, parallel)
-            y = y + v * (sigmas[i + 1] - sigmas[i])
+            y = y + v[:, :, context_frames:] * (sigmas[i + 1] - sigmas[i])
             report(progress, i + 1, steps, y)
     if stats is not None:
         stats.__dict__.update(guidance.stats.__dict__)

@@ -13,12 +13,22 @@ from .containers import open_weights
 from .detect import identify
 from .lora import DiffPatch, LoraPatch, LoraPatches, applied, merge_patches, read_lora
 from .quantize import OUR_TYPES, quantize_file
-from .registry import Loaded, convert_file, inspect_file, load, load_dit, load_vae, official_state, peek_config
+from .registry import (
+    Loaded,
+    convert_file,
+    inspect_file,
+    load,
+    load_dit,
+    load_vae,
+    official_state,
+    peek_config,
+    trained_for_continuation,
+)
 from .vlm import QWEN25VL_CHAT_TEMPLATE, is_single_file_vlm, load_adapter, load_vlm
 
 __all__ = [
     "open_weights", "identify", "applied", "merge_patches", "read_lora", "OUR_TYPES", "quantize_file",
     "Loaded", "convert_file", "inspect_file", "load", "load_dit", "load_vae", "official_state", "peek_config",
     "LoraPatch", "QWEN25VL_CHAT_TEMPLATE", "is_single_file_vlm", "load_adapter", "load_vlm", "DiffPatch",
-    "LoraPatches",
+    "LoraPatches", "trained_for_continuation",
 ]

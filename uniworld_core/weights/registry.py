@@ -327,6 +327,15 @@ def _load_vlm(source: Path, device: torch.device, dtype: torch.dtype, tokenizer:
                   processor=processor)
 
 
+CONTINUATION_KEY = "uniworld_continuation"  # metadata of a DiT trained for continuation (training writes it)
+
+
+def trained_for_continuation(path: str | Path) -> bool:
+    """Whether a DiT file says it was trained to continue videos from context frames (header only)."""
+    with naming_the_file(path):
+        return str(open_weights(path).metadata.get(CONTINUATION_KEY, "")).lower() in ("1", "true", "yes")
+
+
 def peek_config(path: str | Path, expect: str):
     """The DiTConfig / VAEConfig of a 'dit' or 'vae' file from its header alone (no tensor is read).
 

@@ -1,0 +1,137 @@
+"""Long videos measured on held-out toy clips 4x a run's length: continuation, the fallback, naive chaining.
+
+    python bench/bench_long_video.py [--weights uniworld_core/miniature_model] [--clips 20] [--chunks 4]
+
+For each held-out clip the miniature model makes a video of one run plus continuations (4 chunks of
+the run's length in all), in three ways: continuation (the model's context frames), the fallback
+(chained image-to-video with colour matching and a cross-fade) and naive chaining (the same chain
+without either). Per chunk: the object score and the object tracking error (the toy world knows where
+its objects are), the colour drift (the mean colour of the background against the first chunk's),
+and time and peak memory; per join: the frame change across it over the mean frame change within the
+chunks. Prints a markdown table per way and writes the numbers as JSON next to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, when run as a script
+
+from bench.miniature_metrics import Truth, centroid_errors, object_errors  # noqa: E402
+from uniworld_core import ContinuationSettings, SamplerSettings, StyleSpec, VideoSettings, encode_start  # noqa: E402
+from uniworld_core.presets import load_miniature, miniature  # noqa: E402
+from uniworld_core.sampling import generate_long  # noqa: E402
+
+WAYS = {"continuation": dict(fallback=False), "fallback": dict(fallback=True),
+        "naive chaining": dict(fallback=True, match=False, crossfade=0)}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def chunk_metrics(video: torch.Tensor, truth: Truth, bounds: list[tuple[int, int]]) -> list[dict]:
+    """Object score, tracking error and background colour of each chunk of a generated video."""
+    error, absent = object_errors(video, truth)
+    background = (1 - truth.footprint())[..., None]
+    first_colour = None
+    rows = []
+    for start, stop in bounds:
+        part = slice(start, stop)
+        colour = (video[part] * background[part]).sum(dim=(0, 1, 2)) / background[part].sum().clamp_min(1)
+        first_colour = colour if first_colour is None else first_colour
+        sub = replace(truth, photo=truth.photo[part], target=truth.target[part], absent=truth.absent[part],
+                      masks=truth.masks[:, part])
+        centroids = centroid_errors(video[part], sub)
+        rows.append({"object_score": float(1 - error[part].sum() / absent[part].sum().clamp_min(1e-8)),
+                     "centroid_error_px": float(centroids.median()) if len(centroids) else None,
+                     "colour_drift_255": float((colour - first_colour).abs().max() * 255)})
+    return rows
+
+
+def join_discontinuity(video: torch.Tensor, bounds: list[tuple[int, int]]) -> list[float]:
+    """The frame change across each join over the mean frame change inside the chunks."""
+    change = (video[1:] - video[:-1]).abs().mean(dim=(1, 2, 3))
+    joins = [start - 1 for start, _ in bounds[1:]]
+    inside = torch.ones_like(change, dtype=torch.bool)
+    inside[joins] = False
+    return [float(change[j] / change[inside].mean().clamp_min(1e-8)) for j in joins]
+
+
+def run_way(model, truth: Truth, settings: ContinuationSettings, sampler: SamplerSettings, frames: int,
+            size: int) -> tuple[torch.Tensor, list[dict]]:
+    """The long video of one way, with the time and memory of each chunk."""
+    image = truth.photo[0]
+    positive, negative = model.conditioner.encode(image, truth.clip.caption(), StyleSpec(model.styles()[truth.style]))
+    start = encode_start(model.vae, image, size, size, sampler.fourier_ratio)
+    video = VideoSettings(width=size, height=size, num_frames=frames, seed=truth.clip.seed % 1000)
+    chunks, costs, started = [], [], time.perf_counter()
+    for chunk in generate_long(model.dit, model.vae, start, positive, negative, video, sampler, settings):
+        chunks.append(chunk)
+        costs.append({"seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()})
+        started = time.perf_counter()
+    return torch.cat(chunks), costs
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, default=miniature.model_dir())
+    parser.add_argument("--clips", type=int, default=20)
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench_long_video.json"))
+    args = parser.parse_args()
+    from bench.eval_miniature import held_out
+
+    model = load_miniature(args.weights)
+    defaults = miniature.defaults(args.weights)
+    run, size = defaults.frames, defaults.width
+    card = miniature.card(args.weights).get("continuation", {})
+    new = card.get("new_frames", (run - 1) // 4)
+    frames = run + 4 * new * (args.chunks - 1)
+    sampler = SamplerSettings(defaults.steps, defaults.shift, defaults.cfg)
+    results = {}
+    for name, options in WAYS.items():
+        settings = replace(ContinuationSettings(new_frames=new, context_frames=card.get("context_frames", 4),
+                                                first_frames=run), **options)
+        rows, joins, costs = [], [], []
+        for clip, style in held_out(args.clips):
+            truth = Truth.of(clip, style, frames, size)
+            video, cost = run_way(model, truth, settings, sampler, frames, size)
+            bounds = [(0, run)] + [(run + 4 * new * i, run + 4 * new * (i + 1)) for i in range(args.chunks - 1)]
+            rows.append(chunk_metrics(video, truth, bounds))
+            joins.append(join_discontinuity(video, bounds))
+            costs.append(cost)
+        results[name] = {key: [_mean(r[c][key] for r in rows) for c in range(args.chunks)]
+                         for key in ("object_score", "centroid_error_px", "colour_drift_255")}
+        results[name]["join_discontinuity"] = _mean(j for clip_joins in joins for j in clip_joins)
+        results[name]["seconds_per_chunk"] = [_mean(c[i]["seconds"] for c in costs) for i in range(args.chunks)]
+        results[name]["peak_rss_mib"] = [max(c[i]["peak_rss_mib"] for c in costs) for i in range(args.chunks)]
+        print(f"\n{name} ({args.clips} clips, {frames} frames = {args.chunks} chunks)\n"
+              "| chunk | object score | tracking error (px) | colour drift (/255) | s | peak RSS (MiB) |\n"
+              "|---|---|---|---|---|---|")
+        r = results[name]
+        for c in range(args.chunks):
+            print(f"| {c + 1} | {r['object_score'][c]:.3f} | {r['centroid_error_px'][c] or float('nan'):.2f} | "
+                  f"{r['colour_drift_255'][c]:.2f} | {r['seconds_per_chunk'][c]:.1f} | {r['peak_rss_mib'][c]:.0f} |")
+        print(f"join discontinuity: {r['join_discontinuity']:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"weights": str(args.weights), "frames": frames, "clips": args.clips,
+                                    "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    with torch.no_grad():
+        main()

@@ -1,0 +1,114 @@
+"""Long videos: run sizes, continuation with clean context frames, streaming decode, the chained fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import tiny_dit
+
+from uniworld_core import InputError
+from uniworld_core.model import VAEConfig, WanVAE
+from uniworld_core.model.vae import StreamingDecoder
+from uniworld_core.sampling import SamplerSettings, VideoSettings, encode_start
+from uniworld_core.sampling.continuation import (
+    ContinuationSettings,
+    chunk_sizes,
+    continue_latents,
+    crossfade,
+    generate_long,
+    match_colours,
+)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    vae = WanVAE(VAEConfig(base_dim=8)).eval()
+    return tiny_dit(), vae
+
+
+def test_runs_are_the_first_i2sv_run_then_continuations():
+    settings = ContinuationSettings(new_frames=9, first_frames=49)
+    assert chunk_sizes(49, settings) == [13]
+    assert chunk_sizes(49 + 2 * 36, settings) == [13, 9, 9]
+    assert chunk_sizes(65, settings) == [13, 4]
+    assert chunk_sizes(17, settings) == [5]  # shorter than one run: one run
+    with pytest.raises(InputError, match="4k\\+1"):
+        chunk_sizes(50, settings)
+
+
+def test_streaming_decode_equals_decoding_the_whole_sequence(models):
+    _, vae = models
+    latents = torch.randn(1, 16, 5, 4, 4, generator=torch.Generator().manual_seed(1))
+    whole = vae.decode(latents)
+    stream = StreamingDecoder(vae)
+    pieces = torch.cat([stream(latents[:, :, :2]), stream(latents[:, :, 2:3]), stream(latents[:, :, 3:])], dim=2)
+    assert pieces.shape == whole.shape
+    assert torch.allclose(pieces, whole, atol=1e-6)
+
+
+def test_a_continuation_sees_its_context(models):
+    dit, vae = models
+    image = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(2))
+    start = encode_start(vae, image, 32, 32, 0.1)
+    gen = torch.Generator().manual_seed(3)
+    video = torch.randn(1, 16, 5, 4, 4, generator=gen)
+    context, negative = torch.randn(1, 5, dit.cfg.text_dim, generator=gen), torch.randn(1, 5, dit.cfg.text_dim)
+    sampler = SamplerSettings(steps=3, shift=3.0, guidance_scale=2.0)
+    new = continue_latents(dit, start, video, context, negative, sampler, 3, 2, seed=7)
+    again = continue_latents(dit, start, video, context, negative, sampler, 3, 2, seed=7)
+    other = continue_latents(dit, start, video + 1.0, context, negative, sampler, 3, 2, seed=7)
+    older = continue_latents(dit, start, torch.cat([video[:, :, :1] + 5.0, video], dim=2), context, negative,
+                             sampler, 3, 2, seed=7)
+    assert new.shape == (1, 16, 3, 4, 4)
+    assert torch.equal(new, again)
+    assert not torch.allclose(new, other, atol=1e-4), "the context frames changed nothing"
+    assert torch.equal(new, older), "frames outside the context window must not matter"
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["continuation", "fallback"])
+def test_generate_long_yields_every_frame_chunk_by_chunk(models, fallback):
+    dit, vae = models
+    image = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(4))
+    start = encode_start(vae, image, 32, 32, 0.1)
+    context = torch.randn(1, 5, dit.cfg.text_dim, generator=torch.Generator().manual_seed(5))
+    settings = ContinuationSettings(new_frames=2, context_frames=2, first_frames=9, fallback=fallback)
+    video = VideoSettings(width=32, height=32, num_frames=25, seed=1)
+    chunks = list(generate_long(dit, vae, start, context, None, video, SamplerSettings(steps=2, shift=3.0,
+                                                                                      guidance_scale=1.0), settings))
+    assert [c.shape[0] for c in chunks] == [9, 8, 8]  # 25 frames: 3 latent frames, then 2 + 2
+    assert all(c.shape[1:] == (32, 32, 3) and 0 <= c.min() and c.max() <= 1 for c in chunks)
+
+
+def test_colour_matching_and_crossfade():
+    gen = torch.Generator().manual_seed(6)
+    reference = torch.rand(8, 8, 3, generator=gen) * 0.5
+    frames = torch.rand(4, 8, 8, 3, generator=gen) * 0.3 + 0.6
+    matched = match_colours(frames, reference)
+    assert torch.allclose(matched[0].mean(dim=(0, 1)), reference.mean(dim=(0, 1)), atol=0.02)
+    faded = crossfade(reference, frames, 2)
+    assert torch.allclose(faded[0], reference * 2 / 3 + frames[0] / 3)
+    assert torch.equal(faded[2:], frames[2:])
+
+
+@pytest.mark.parametrize("mode", ["on", "fallback"])
+def test_the_main_job_makes_any_length(tmp_path, capsys, mode):
+    from uniworld_core.__main__ import main
+    from uniworld_core.media import read_webp
+
+    out = tmp_path / "long.webp"
+    assert main(["generate", "--preset", "tiny", "--frames", "41", "--steps", "2", "--continuation", mode,
+                 "--new-frames", "3", "--context-frames", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "chunk 3: 41/41 frames" in printed
+    assert read_webp(out).shape[0] == 41
+
+
+def test_a_too_long_or_badly_split_video_is_refused_up_front(tmp_path, capsys):
+    from uniworld_core.__main__ import main
+
+    assert main(["generate", "--preset", "tiny", "--frames", "100001", "--out", str(tmp_path / "x.webp")]) == 2
+    assert "--frames 100001; expected 5 to 4097" in capsys.readouterr().err
+    assert main(["generate", "--preset", "tiny", "--frames", "41", "--new-frames", "0",
+                 "--out", str(tmp_path / "x.webp")]) == 2
+    assert "--new-frames 0" in capsys.readouterr().err
