@@ -1,15 +1,27 @@
-"""The miniature model's evaluation measures what it claims, checked on ground-truth toy clips."""
+"""The miniature model's evaluation measures what it claims, checked on toy clips whose truth is known."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
+import torch
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from eval_miniature import HELD_OUT_SEED, StyleClassifier, evaluate, leakage_free_share, motion, motion_threshold  # noqa: E402
+from eval_miniature import evaluate, held_out, passes  # noqa: E402
+from miniature_metrics import (  # noqa: E402
+    StyleClassifier,
+    Truth,
+    centroid_errors,
+    direction_right,
+    leakage_free_share,
+    motion,
+    motion_threshold,
+    object_errors,
+)
 
-from training.toyworld import STYLES, random_clip, render_photo, stylize  # noqa: E402
+from training.toyworld import COLOURS, STYLES, ToyClip, ToyObject, random_clip, render_photo, stylize  # noqa: E402
 
 
 def test_style_classifier_recognises_rendered_styles():
@@ -32,16 +44,56 @@ def test_motion_and_leakage_tell_real_clips_from_frozen_ones():
     assert leakage_free_share(moving, threshold) > 0.5 and leakage_free_share(frozen, threshold) == 0
 
 
-def test_perfect_and_static_generators_score_as_expected():
-    """A generator returning the true styled clip beats the static copy; a frozen one fails motion."""
+def _square(start, motion="slides", direction="right", colour="red", velocity=(0.02, 0.0)):
+    return ToyObject("square", colour, "large", motion, direction, start, velocity, 0.0)
+
+
+def test_centroid_error_is_the_displacement_of_the_objects():
+    """A clip whose square is drawn 5 px to the side of where it should be is 5 px off, the true clip ~0."""
+    clip = ToyClip("grass", (_square((0.4, 0.5)),), seed=3)
+    truth = Truth.of(clip, "watercolor")
+    moved = truth.styled(replace(clip, objects=(_square((0.4 + 5 / 64, 0.5)),)))
+    assert float(centroid_errors(truth.target, truth).max()) < 0.5
+    assert abs(float(centroid_errors(moved, truth).median()) - 5) < 1.0
+
+
+def test_direction_tells_the_captioned_way_from_the_others():
+    clip = ToyClip("sky", (_square((0.5, 0.5)),), seed=4)
+    truth = Truth.of(clip, "neon")
+    left = truth.styled(replace(clip, objects=(_square((0.5, 0.5), direction="left", velocity=(-0.02, 0.0)),)))
+    assert direction_right(truth.target, truth) is True
+    assert direction_right(left, truth) is False
+    assert direction_right(truth.target[:1].expand_as(truth.target), truth) is False  # frozen: not right
+
+
+def test_object_score_errors_and_hidden_objects():
+    clip = ToyClip("sky", (_square((0.5, 0.5)),), seed=5)
+    truth = Truth.of(clip, "pencil sketch")
+    error, absent = object_errors(truth.target, truth)
+    assert float(error.sum()) == 0 and bool((absent > 0).all())
+    assert torch.equal(object_errors(truth.absent, truth)[0], absent)
+    # a yellow square on sand: pixel art's 8-colour palette draws both as (1, 1, 0), so nothing can be judged
+    hidden = Truth.of(ToyClip("sand", (_square((0.5, 0.5), colour="yellow"),), seed=6), "pixel art")
+    assert COLOURS["yellow"][2] < 0.5 and not hidden.visible().any()
+    assert float(object_errors(hidden.target, hidden)[1].sum()) == 0 and direction_right(hidden.target, hidden) is None
+
+
+def test_perfect_static_and_absent_generators_score_as_expected():
+    """The true styled clip scores 1 and passes; a frozen photo and the empty background fail."""
+    clips = {clip.caption(): clip for clip, _ in held_out(4)}
+
     def truth(first_frame, caption, style):
-        seeds = (HELD_OUT_SEED + i for i in range(4))
-        clip = next(c for c in map(random_clip, seeds) if c.caption() == caption)
-        return stylize(render_photo(clip), style, clip.seed)
+        return Truth.of(clips[caption], style).target
 
     def static(first_frame, caption, style):
         return first_frame[None].expand(17, -1, -1, -1)
 
-    good, bad = evaluate(truth, clips=4), evaluate(static, clips=4)
-    assert good["first_frame_psnr"] > good["static_copy_psnr"] and good["style_accuracy"] >= 0.75
-    assert good["motion"] > good["motion_threshold"] > bad["motion"] and bad["leakage_free_share"] == 0
+    def absent(first_frame, caption, style):
+        return Truth.of(clips[caption], style).absent
+
+    good, bad, empty = (evaluate(g, clips=4) for g in (truth, static, absent))
+    assert good["model"]["object_score"] == 1 and good["model"]["centroid_error_px"] < 1
+    assert good["model"]["direction_accuracy"] == 1 and good["model"]["style_accuracy"] >= 0.75
+    assert good["model"]["first_frame_psnr"] > good["baselines"]["flat"]["first_frame_psnr"] + 4
+    assert bad["model"]["object_score"] < 0 and bad["model"]["motion"] < bad["motion_threshold"]
+    assert abs(empty["model"]["object_score"]) < 1e-6 and not passes(empty) and not passes(bad)

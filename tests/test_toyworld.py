@@ -5,7 +5,21 @@ from __future__ import annotations
 import torch
 
 from training.data import ClipDataset, read_meta
-from training.toyworld import STYLES, random_clip, render_photo, stylize, write_dataset
+from training.toyworld import (
+    COLOURS,
+    SLIDE_SPEED,
+    STYLES,
+    ToyClip,
+    ToyObject,
+    object_masks,
+    position,
+    random_clip,
+    render_background,
+    render_photo,
+    stylize,
+    with_direction,
+    write_dataset,
+)
 
 
 def test_clips_are_a_function_of_the_seed():
@@ -53,3 +67,42 @@ def test_dataset_feeds_the_training_pipeline(tmp_path):
     items = [dataset[i] for i in range(4)]
     assert all(i is not None and i["video"].shape == (3, 9, 32, 32) for i in items)
     assert {i["style"] for i in items} == {"photo", "neon"}
+
+
+def _centroid(mask: torch.Tensor) -> torch.Tensor:
+    yy, xx = torch.meshgrid(*(torch.arange(n) + 0.5 for n in mask.shape), indexing="ij")
+    return torch.stack([(mask * xx).sum(), (mask * yy).sum()]) / mask.sum()
+
+
+def test_masks_and_background_are_what_the_photo_is_made_of():
+    clip = next(c for c in map(random_clip, range(100)) if len(c.objects) == 2)
+    photo, background, masks = render_photo(clip), render_background(clip), object_masks(clip)
+    assert masks.shape == (2, 17, 64, 64) and bool((masks.sum(dim=(2, 3)) > 0).all())
+    outside = masks.sum(0) == 0
+    assert torch.equal(photo[outside], background[outside])
+    for k, obj in enumerate(clip.objects):  # fully covered pixels show the object's own colour
+        solid = masks[k] > 0.999
+        if solid.any():
+            assert torch.allclose(photo[solid], torch.tensor(COLOURS[obj.colour]).expand(int(solid.sum()), 3))
+
+
+def test_a_slide_moves_the_mask_by_its_speed_and_another_direction_goes_another_way():
+    obj = ToyObject("circle", "red", "medium", "slides", "right", (0.4, 0.5), (SLIDE_SPEED, 0.0), 0.0)
+    clip = ToyClip("grass", (obj,), seed=1)
+    shift = _centroid(object_masks(clip)[0, 10]) - _centroid(object_masks(clip)[0, 0])
+    assert torch.allclose(shift, torch.tensor([10 * SLIDE_SPEED * 64, 0.0]), atol=0.05)
+    up = ToyClip("grass", (with_direction(obj, "up"),), seed=1)
+    shift = _centroid(object_masks(up)[0, 10]) - _centroid(object_masks(up)[0, 0])
+    assert torch.allclose(shift, torch.tensor([0.0, -10 * SLIDE_SPEED * 64]), atol=0.05)
+    assert position(with_direction(obj, "left"), 5)[0] < position(obj, 0)[0] < position(obj, 5)[0]
+
+
+def test_sliding_goes_on_past_the_edge_for_long_clips():
+    """A slide leaves one side and comes back on the other, whole: 4x the run length still shows it moving."""
+    obj = ToyObject("square", "red", "medium", "slides", "right", (0.8, 0.5), (SLIDE_SPEED, 0.0), 0.0)
+    masks = object_masks(ToyClip("grass", (obj,), seed=1), frames=65)[0]
+    areas = masks.sum(dim=(1, 2))
+    assert torch.allclose(areas, areas[0].expand(65), rtol=0.02)  # never cut off by the edge
+    across = 10  # x = 0.8 + 0.2 = 1.0: split over the right and left edges
+    assert masks[across, :, :4].sum() > 0 and masks[across, :, -4:].sum() > 0
+    assert abs(position(obj, 50)[0] - (0.8 + 50 * SLIDE_SPEED) % 1) < 1e-6

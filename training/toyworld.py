@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,11 +103,23 @@ def _background(name: str, size: int, seed: int) -> torch.Tensor:
     return torch.tensor([0.05, 0.06, 0.2]) + stars * 0.9
 
 
-def _position(obj: ToyObject, t: int) -> tuple[float, float]:
+def with_direction(obj: ToyObject, direction: str) -> ToyObject:
+    """The same object moving another way of its motion (e.g. `slides left` -> `slides up`)."""
+    step = DIRECTIONS[obj.motion][direction]
+    if obj.motion == "spins":
+        return replace(obj, direction=direction, spin=SPIN_SPEED * step)
+    speed = SLIDE_SPEED if obj.motion == "slides" else BOUNCE_SPEED
+    return replace(obj, direction=direction, velocity=(speed * step[0], speed * step[1]))
+
+
+def position(obj: ToyObject, t: int) -> tuple[float, float]:
+    """The object's centre at frame t, in 0..1 of the frame (x right, y down)."""
     x, y = obj.start[0] + obj.velocity[0] * t, obj.start[1] + obj.velocity[1] * t
     if obj.motion == "bounces":  # reflect off the borders, keeping the whole shape inside
         r = SIZES[obj.size]
         x, y = _reflect(x, r), _reflect(y, r)
+    elif obj.motion == "slides":  # leaves one side and comes back on the other: the motion goes on (long clips)
+        x, y = x % 1.0, y % 1.0
     return x, y
 
 
@@ -117,14 +129,16 @@ def _reflect(v: float, r: float) -> float:
     return r + (u if u <= span else 2 * span - u)
 
 
-def _mask(obj: ToyObject, t: int, size: int) -> torch.Tensor:
+def object_mask(obj: ToyObject, t: int, size: int) -> torch.Tensor:
     """Anti-aliased coverage [size, size] of an object at frame t (4x supersampled)."""
     s = size * 4
     coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-    cx, cy = _position(obj, t)
+    cx, cy = position(obj, t)
     angle = obj.spin * t
     dx, dy = xx - cx, yy - cy
+    if obj.motion == "slides":  # the frame is a torus for sliding objects: draw the part past an edge opposite
+        dx, dy = (dx + 0.5) % 1.0 - 0.5, (dy + 0.5) % 1.0 - 0.5
     rx, ry = dx * math.cos(angle) + dy * math.sin(angle), -dx * math.sin(angle) + dy * math.cos(angle)
     r = SIZES[obj.size]
     if obj.shape == "circle":
@@ -138,16 +152,29 @@ def _mask(obj: ToyObject, t: int, size: int) -> torch.Tensor:
 
 def render_photo(clip: ToyClip, frames: int = 17, size: int = 64) -> torch.Tensor:
     """The plain rendering: [T, H, W, 3] in 0..1."""
-    base = _background(clip.background, size, clip.seed)
+    base = _background(clip.background, size, clip.seed).expand(size, size, 3)  # the sky is one column
     video = []
     for t in range(frames):
         frame = base.clone()
         for obj in clip.objects:
-            cover = _mask(obj, t, size)[..., None]
+            cover = object_mask(obj, t, size)[..., None]
             shade = torch.tensor(COLOURS[obj.colour])
             frame = frame * (1 - cover) + shade * cover
         video.append(frame.clamp(0, 1))
     return torch.stack(video)
+
+
+def object_masks(clip: ToyClip, frames: int = 17, size: int = 64) -> torch.Tensor:
+    """Each object's visible coverage [objects, T, H, W] in 0..1 (a later object covers an earlier one)."""
+    masks = torch.stack([torch.stack([object_mask(o, t, size) for t in range(frames)]) for o in clip.objects])
+    for k in range(len(clip.objects) - 1):  # drawn in order: what later objects cover is hidden
+        masks[k] = masks[k] * (1 - masks[k + 1:]).prod(0)
+    return masks
+
+
+def render_background(clip: ToyClip, frames: int = 17, size: int = 64) -> torch.Tensor:
+    """The clip with its objects left out: [T, H, W, 3] (stylize it with the clip's seed like the clip)."""
+    return render_photo(replace(clip, objects=()), frames, size)
 
 
 def _blur(x: torch.Tensor, radius: int) -> torch.Tensor:
