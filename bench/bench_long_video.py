@@ -1,8 +1,8 @@
 """Long videos measured on held-out toy clips 4x a run's length: continuation, the fallback, naive chaining.
 
-    python bench/bench_long_video.py [--weights uniworld_core/miniature_model] [--clips 20] [--chunks 4]
+    python bench/bench_long_video.py [--weights uniworld_core/miniature_model] [--clips 20] [--chunks N]
 
-For each held-out clip the miniature model makes a video of one run plus continuations (4 chunks of
+For each held-out clip the miniature model makes a video of one run plus continuations (at least 4 times
 the run's length in all), in three ways: continuation (the model's context frames), the fallback
 (chained image-to-video with colour matching and a cross-fade) and naive chaining (the same chain
 without either). Per chunk: the object score and the object tracking error (the toy world knows where
@@ -34,7 +34,22 @@ WAYS = {"continuation": dict(fallback=False), "fallback": dict(fallback=True),
         "naive chaining": dict(fallback=True, match=False, crossfade=0)}
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak is the process's, from its start
+
+
 def peak_rss_mib() -> float:
+    """The peak resident memory since `reset_peak_rss` (the process's peak where it cannot be reset)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -73,10 +88,12 @@ def run_way(model, truth: Truth, settings: ContinuationSettings, sampler: Sample
     positive, negative = model.conditioner.encode(image, truth.clip.caption(), StyleSpec(model.styles()[truth.style]))
     start = encode_start(model.vae, image, size, size, sampler.fourier_ratio)
     video = VideoSettings(width=size, height=size, num_frames=frames, seed=truth.clip.seed % 1000)
+    reset_peak_rss()
     chunks, costs, started = [], [], time.perf_counter()
     for chunk in generate_long(model.dit, model.vae, start, positive, negative, video, sampler, settings):
         chunks.append(chunk)
         costs.append({"seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()})
+        reset_peak_rss()
         started = time.perf_counter()
     return torch.cat(chunks), costs
 
@@ -90,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=miniature.model_dir())
     parser.add_argument("--clips", type=int, default=20)
-    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--chunks", type=int, help="runs per video (default: the fewest making 4x a run's length)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_long_video.json"))
     args = parser.parse_args()
     from bench.eval_miniature import held_out
@@ -100,6 +117,7 @@ def main() -> None:
     run, size = defaults.frames, defaults.width
     card = miniature.card(args.weights).get("continuation", {})
     new = card.get("new_frames", (run - 1) // 4)
+    args.chunks = args.chunks or 1 + -(-3 * run // (4 * new))  # ceil: at least 4 runs' worth of frames
     frames = run + 4 * new * (args.chunks - 1)
     sampler = SamplerSettings(defaults.steps, defaults.shift, defaults.cfg)
     results = {}

@@ -31,6 +31,7 @@ CASES = [
     ("cfg", None, 2, False, "heads2.safetensors"),  # sequence = world / 2
     ("cfg_fsdp", None, 2, True, "heads2.safetensors"),
     ("sequence_fsdp_gguf", None, 1, True, "heads2.gguf"),
+    ("sequence_prefix", None, 1, False, "heads2.safetensors"),  # a continuation: clean frames before the noise
 ]
 SETTINGS = SamplerSettings(steps=3, shift=3.0, guidance_scale=4.0)
 TILE, OVERLAP = 6, 2
@@ -42,18 +43,20 @@ def tiny_vae() -> WanVAE:
     return WanVAE(VAEConfig(base_dim=8)).eval()
 
 
-def run_sampling(dit, inputs: dict, parallel=None) -> torch.Tensor:
+def run_sampling(dit, inputs: dict, parallel=None, name: str = "") -> torch.Tensor:
+    """The case's sampling run; `*_prefix` cases continue clean context frames (per-frame timesteps)."""
+    prefix = inputs["prefix"] if name.endswith("_prefix") else None
     return sample(dit, inputs["noise"], inputs["start"], inputs["context"], inputs["negative"], SETTINGS,
-                  parallel=parallel)
+                  parallel=parallel, prefix=prefix)
 
 
-def _case(folder: Path, world: int, inputs: dict, sequence, cfg: int, fsdp: bool, file: str) -> dict:
+def _case(folder: Path, world: int, inputs: dict, name: str, sequence, cfg: int, fsdp: bool, file: str) -> dict:
     layout = P.start(world // cfg if sequence is None else sequence, cfg, "cpu", timeout_s=120)
     dit = load(folder / file, "dit").model.eval()
     if fsdp:
         P.shard_dit(dit, layout)
     P.install_sequence_parallel(dit, layout)  # what sample() would do, kept to report the attention used
-    latents = run_sampling(dit, inputs, layout)
+    latents = run_sampling(dit, inputs, layout, name)
     params = list(dit.parameters())
     local = sum(p.to_local().numel() if P.is_fsdp(dit) else p.numel() for p in params)
     return {"latents": latents, "sharded": torch.tensor(P.is_fsdp(dit)),
@@ -126,7 +129,7 @@ def main(folder: Path) -> None:
     world = int(__import__("os").environ["WORLD_SIZE"])
     results = {}
     for name, sequence, cfg, fsdp, file in CASES:
-        results[name] = _case(folder, world, inputs, sequence, cfg, fsdp, file)
+        results[name] = _case(folder, world, inputs, name, sequence, cfg, fsdp, file)
     layout = P.start(world, 1, "cpu", timeout_s=120)
     video = P.decode_tiled(tiny_vae(), inputs["vae_latents"], layout, TILE, OVERLAP)
     if layout.is_main:

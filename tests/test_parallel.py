@@ -74,6 +74,7 @@ def folder(tmp_path_factory):
               generator=gen), "context": torch.randn(1, 7, 24, generator=gen),
               "negative": torch.randn(1, 7, 24, generator=gen), "vae_latents": torch.randn(1, 16, 2, 8, 10,
                                                                                              generator=gen)}
+    inputs["prefix"] = torch.randn(1, 16, 2, *GRID[1:], generator=gen)  # 5 x 15 = 75 tokens: uneven too
     torch.save(inputs, folder / "inputs.pt")
     return folder
 
@@ -103,17 +104,18 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def _one_process(folder, file: str) -> torch.Tensor:
+def _one_process(folder, file: str, name: str = "") -> torch.Tensor:
     inputs = torch.load(folder / "inputs.pt", weights_only=True)
     with _one_thread():
-        return run_sampling(load(folder / file, "dit").model.eval(), inputs)
+        return run_sampling(load(folder / file, "dit").model.eval(), inputs, name=name)
 
 
 # what each case's self-attention must be: Ulysses where the heads divide by the sequence group
 EXPECTED_MODE = {(2, "sequence"): "ulysses", (2, "sequence_4_heads"): "ulysses", (2, "cfg"): "none",
                  (2, "cfg_fsdp"): "none", (2, "sequence_fsdp_gguf"): "ulysses",
                  (4, "sequence"): "kv_gather", (4, "sequence_4_heads"): "ulysses", (4, "cfg"): "ulysses",
-                 (4, "cfg_fsdp"): "ulysses", (4, "sequence_fsdp_gguf"): "kv_gather"}
+                 (4, "cfg_fsdp"): "ulysses", (4, "sequence_fsdp_gguf"): "kv_gather",
+                 (2, "sequence_prefix"): "ulysses", (4, "sequence_prefix"): "kv_gather"}
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -124,7 +126,7 @@ def test_sampling_on_several_processes_equals_one_process(folder, launches, worl
     for name, _, _, _, file in CASES:
         case = results[name]
         assert case["mode"] == EXPECTED_MODE[world, name], name
-        error = relative_error(case["latents"], _one_process(folder, file))
+        error = relative_error(case["latents"], _one_process(folder, file, name))
         assert error <= TOLERANCE, f"{name} on {world} processes: relative error {error:.2e}"
 
 

@@ -52,6 +52,8 @@ class Recipe:
     size: int = 64
     vae_width: int = 16
     vae_res_blocks: int = 1  # per stage (Wan2.1: 2): about half the convolutions per step
+    vae_dim_mult: tuple[int, ...] = (1, 2, 4, 4)  # Wan2.1's four stages: 8x smaller in space
+    vae_temporal: tuple[bool, ...] = (False, True, True)  # the stages that also halve time (4x in all)
     vae_frames: int = 17  # the generated length: errors build up over chunks beyond what training saw
     vae_crop: int = 32  # random 32x32 windows: the same convolutions, 4x cheaper steps
     vae_image_steps: int = 600  # single frames, batches of 16 (the frame-wise start, see init_for_training)
@@ -65,6 +67,14 @@ class Recipe:
     dit_shift: float = REPORT.shift
     batch_size: int = 8
     lr: float = 3e-4
+    ema_decay: float = 0.999
+    # Long videos (issue #23): a share of the DiT's batches continue 1..max_context clean latent frames of a
+    # clip window; the card's window (context_frames + new_frames = the clip's 5 latent frames) is what
+    # `generate --frames N` and the Extend Video node use beyond one run.
+    continuation: float = 0.3
+    max_context: int = 3
+    context_frames: int = 2
+    new_frames: int = 3
     # Sampling defaults written to the card (the CLI and the evaluation read them, the toy workflow is set
     # to them): the real model's shift 7 / cfg 5 gave washed-out first frames, 14.8 dB PSNR against
     # 18.0 dB at shift 3 / cfg 2 (run 4, docs/training.md).
@@ -78,6 +88,12 @@ QUICK = Recipe(clips=2, frames=5, size=32, vae_width=8, vae_frames=9, vae_crop=1
                vlm_hidden=64,
                dit=DiTConfig(dim=64, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32, text_dim=32),
                dit_steps=2, batch_size=1)
+
+
+def vae_config(recipe: Recipe) -> VAEConfig:
+    """The recipe's VAE: the Wan2.1 architecture at its width, residual blocks and stages."""
+    return VAEConfig(base_dim=recipe.vae_width, num_res_blocks=recipe.vae_res_blocks,
+                     dim_mult=tuple(recipe.vae_dim_mult), temporal_downsample=tuple(recipe.vae_temporal))
 
 
 def _vae_clips(recipe: Recipe, count: int, frames: int, first_seed: int) -> torch.Tensor:
@@ -109,52 +125,78 @@ def write_extras(weights: Path, recipe: Recipe) -> None:
     (weights / shipped.EXAMPLES_FILE).write_text(json.dumps(entries, indent=1))
 
 
-def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
-    out = Path(out)
-    weights = out / "weights"
-    weights.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    meta = write_dataset(out / "data", recipe.clips, recipe.frames, recipe.size, recipe.seed)
-    log(f"toy world: {recipe.clips} clips x {len(STYLES)} renderings")
-
+def train_toy_vae(recipe: Recipe, log=print) -> tuple[WanVAE, dict]:
+    """The VAE stage: the Wan2.1 architecture at the recipe's size, trained on toy clips; returns it and its card."""
     torch.manual_seed(recipe.seed)
-    vae = init_for_training(WanVAE(VAEConfig(base_dim=recipe.vae_width, num_res_blocks=recipe.vae_res_blocks)))
+    vae = init_for_training(WanVAE(vae_config(recipe)))
     clips = _vae_clips(recipe, recipe.clips, recipe.vae_frames, recipe.seed * 1_000_003)
     held_out = _vae_clips(recipe, 2, recipe.frames, 5_000_000 + recipe.seed)  # full-length clips, unseen seeds
-    vae_cfg = VAETrainConfig(steps=recipe.vae_steps, image_steps=recipe.vae_image_steps, batch_size=2,
-                             crop=recipe.vae_crop, eval_every=max(1, recipe.vae_steps // 10), seed=recipe.seed)
-    vae_losses = train_vae(vae, clips, vae_cfg, held_out, log=log)
+    cfg = VAETrainConfig(steps=recipe.vae_steps, image_steps=recipe.vae_image_steps, batch_size=2,
+                         crop=recipe.vae_crop, eval_every=max(1, recipe.vae_steps // 10), seed=recipe.seed)
+    losses = train_vae(vae, clips, cfg, held_out, log=log)
     vae.set_latent_stats(*measure_latent_stats(vae, clips))
-    save_vae(vae, weights / "toy_vae.safetensors")
+    return vae, {"vae_loss": [losses[0], losses[-1]], "vae_held_out_l1_first_later": frame_errors(vae, held_out)}
 
-    entries, _ = read_meta(meta)
-    vlm_dir = build_toy_vlm([e.caption for e in entries], weights / "toy_vlm", recipe.vlm_hidden, seed=recipe.seed)
+
+def toy_encoder(captions: list[str], folder: Path, recipe: Recipe) -> VLMEncoder:
+    """The condition stage: the caption tokenizer and the frozen tiny Qwen2.5-VL (saved in `folder`), with a
+    fresh adapter."""
+    vlm_dir = build_toy_vlm(captions, folder, recipe.vlm_hidden, seed=recipe.seed)
     model, processor = load_vlm(vlm_dir, torch.float32)
-    encoder = VLMEncoder(model, processor, EncoderAdapter(recipe.vlm_hidden), max_length=TOY_TOKENS,
-                         image_size=TOY_IMAGE)
-    manifest = build_cache(ClipDataset(entries, recipe.frames, 16, ((recipe.size, recipe.size),)), vae, encoder,
-                           out / "cache")
+    return VLMEncoder(model, processor, EncoderAdapter(recipe.vlm_hidden), max_length=TOY_TOKENS,
+                      image_size=TOY_IMAGE)
 
+
+def train_toy_dit(recipe: Recipe, cache: Path, out: Path) -> tuple[Path, list[float]]:
+    """The DiT stage: a fresh FlashI2V DiT and its adapter trained together on the cache; the export and losses."""
     torch.manual_seed(recipe.seed)
     save_file(WanDiT(recipe.dit).state_dict(), str(out / "dit_init.safetensors"),
               metadata={"dit_config": recipe.dit.to_json()})
     cfg = TrainConfig(mode="all", steps=recipe.dit_steps, batch_size=recipe.batch_size, lr=recipe.lr,
                       warmup_steps=min(100, recipe.dit_steps // 10), schedule="cosine", weight_decay=0.0,
-                      ema_decay=0.999, text_drop=0.1, seed=recipe.seed, output_dir=str(out / "dit_run"),
-                      shift=recipe.dit_shift)
-    exported = train(cfg, out / "cache", out / "dit_init.safetensors")
-    for name in ("dit.safetensors", "adapter.safetensors"):
-        (weights / f"toy_{name}").write_bytes((exported.parent / name).read_bytes())
+                      ema_decay=recipe.ema_decay, text_drop=0.1, seed=recipe.seed, output_dir=str(out / "dit_run"),
+                      shift=recipe.dit_shift, continuation=recipe.continuation, max_context=recipe.max_context)
+    exported = train(cfg, cache, out / "dit_init.safetensors")
     losses = [json.loads(line)["loss"] for line in (out / "dit_run" / "log.jsonl").read_text().splitlines()
               if "loss" in line]
+    return exported, losses
+
+
+def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
+    """The whole recipe: toy world -> VAE -> condition -> cache -> DiT -> DIR/weights with card.json."""
+    out = Path(out)
+    weights = out / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    started, minutes = time.perf_counter(), {}
+
+    def lap(stage: str) -> None:
+        minutes[stage] = round((time.perf_counter() - started) / 60 - sum(minutes.values()), 1)
+        log(f"{stage}: {minutes[stage]} min")
+
+    meta = write_dataset(out / "data", recipe.clips, recipe.frames, recipe.size, recipe.seed)
+    lap("toy world")
+    vae, vae_card = train_toy_vae(recipe, log)
+    save_vae(vae, weights / "toy_vae.safetensors")
+    lap("vae")
+    entries, _ = read_meta(meta)
+    encoder = toy_encoder([e.caption for e in entries], weights / "toy_vlm", recipe)
+    manifest = build_cache(ClipDataset(entries, recipe.frames, 16, ((recipe.size, recipe.size),)), vae, encoder,
+                           out / "cache")
+    lap("cache")
+    exported, losses = train_toy_dit(recipe, out / "cache", out)
+    for name in ("dit.safetensors", "adapter.safetensors"):
+        (weights / f"toy_{name}").write_bytes((exported.parent / name).read_bytes())
+    lap("dit")
+    write_extras(weights, recipe)
     card = {"recipe": {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in recipe.__dict__.items()},
-            "cached_clips": manifest["cached"], "vae_loss": [vae_losses[0], vae_losses[-1]],
-            "vae_held_out_l1_first_later": frame_errors(vae, held_out),
+            "cached_clips": manifest["cached"], **vae_card,
             "dit_loss_first_last_100": [sum(losses[:100]) / len(losses[:100]), sum(losses[-100:]) / len(losses[-100:])],
             "sampling": {"shift": recipe.sample_shift, "cfg": recipe.sample_cfg, "steps": recipe.sample_steps},
-            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "continuation": {"trained_share": recipe.continuation, "max_context": recipe.max_context,
+                             "context_frames": recipe.context_frames, "new_frames": recipe.new_frames}
+            if recipe.continuation > 0 else None,
+            "minutes": round((time.perf_counter() - started) / 60, 1), "stage_minutes": minutes,
             "bytes": sum(p.stat().st_size for p in weights.rglob("*") if p.is_file())}
-    write_extras(weights, recipe)
     (weights / "card.json").write_text(json.dumps(card, indent=2, default=list))
     return card
 

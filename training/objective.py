@@ -7,6 +7,13 @@ distribution with the resolution-dependent shift, x_t = sigma*noise +
 first frame at a Fourier ratio drawn from U[0.05, 0.95], the prompt dropped
 (replaced by the empty prompt's features) with probability 0.1, and the MSE
 between the DiT's velocity and noise - x0.
+
+Continuation (issue #23), on a share of the batches: the first k latent frames of
+a window of the clip (k drawn from 1 to `max_context`, the window starting at a
+random latent frame) are clean context at timestep 0, shifted like the rest, as
+the sampler's `prefix` gives them; only the frames after them are noised, and the
+loss is theirs alone. The start-frame conditioning stays the clip's first frame,
+as it does for every chunk of a long video.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ class ObjectiveConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float | None = None  # None: resolution-dependent shift
+    continuation: float = 0.0  # share of batches trained as continuations (0 = plain I2SV, the official recipe)
+    max_context: int = 4  # most context latent frames a continuation batch draws
 
 
 def draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generator,
@@ -42,7 +51,18 @@ def draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generato
     sigma = sample_training_sigmas(batch, shift, True, cfg.logit_mean, cfg.logit_std, generator)
     ratio = sample_fourier_ratio(batch, generator, *cfg.fourier_range)
     drop = torch.rand(batch, generator=generator) < cfg.text_drop
-    return {"noise": noise[part], "sigma": sigma[part], "ratio": ratio[part], "drop": drop[part]}
+    found = {"noise": noise[part], "sigma": sigma[part], "ratio": ratio[part], "drop": drop[part]}
+    if cfg.continuation > 0:  # drawn after the rest: plain runs keep their stream
+        found.update(_continuation_draw(shape[2], cfg, generator))
+    return found
+
+
+def _continuation_draw(frames: int, cfg: ObjectiveConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A batch's context length k (0 = an I2SV batch) and the latent frame its window starts at."""
+    use = float(torch.rand(1, generator=generator)) < cfg.continuation and frames > 1
+    k = int(torch.randint(1, min(cfg.max_context, frames - 1) + 1, (1,), generator=generator)) if use else 0
+    offset = int(torch.randint(0, frames - k, (1,), generator=generator)) if use else 0  # >= 1 new frame
+    return {"context_frames": torch.tensor(k), "offset": torch.tensor(offset)}
 
 
 def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty_context: torch.Tensor,
@@ -53,15 +73,23 @@ def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty
 
     `start` is the condition image's latent [B, 16, 1, h, w]; by default the clip's own first frame
     (image-to-video). For image-to-stylized-video it can be another image (e.g. the unstyled photo).
+    With continuation draws (`cfg.continuation`), a window of the clip continues its clean context.
     """
     device = clean.device
     draws = draws if draws is not None else draw(tuple(clean.shape), cfg, generator)
     noise, sigma = draws["noise"].to(device), draws["sigma"].to(device)
     start = clean[:, :, :1] if start is None else start.to(device)
-    x_t, target = training_pair(clean, noise, sigma, dit.project_start(start))
+    proj = dit.project_start(start)
+    k, offset = int(draws.get("context_frames", 0)), int(draws.get("offset", 0))
+    clean, noise = clean[:, :, offset:], noise[:, :, offset:]  # the window (the whole clip when offset is 0)
+    x_t, target = training_pair(clean, noise, sigma, proj)
+    t = timesteps_from_sigmas(sigma)
+    if k:  # clean context before the noised frames, at timestep 0 (per-frame time terms)
+        x_t = torch.cat([clean[:, :, :k].float() - proj.float(), x_t[:, :, k:]], dim=2)
+        t = torch.cat([torch.zeros(t.shape[0], k, device=device), t[:, None].expand(-1, clean.shape[2] - k)], 1)
     features = high_frequency(start, draws["ratio"].to(device)).expand(-1, -1, clean.shape[2], -1, -1)
     drop = draws["drop"].to(device)
     context = torch.where(drop[:, None, None], empty_context.expand_as(context), context)
     dtype = dit.patch_embedding.weight.dtype
-    velocity = dit(x_t.to(dtype), timesteps_from_sigmas(sigma), context.to(dtype), features.to(dtype))
-    return F.mse_loss(velocity.float(), target)
+    velocity = dit(x_t.to(dtype), t, context.to(dtype), features.to(dtype))
+    return F.mse_loss(velocity[:, :, k:].float(), target[:, :, k:])

@@ -24,6 +24,7 @@ from uniworld_core.device import device_rng_states, set_device_rng_states
 from uniworld_core.model import WanDiT
 from uniworld_core.parallel import install_sequence_parallel, join
 from uniworld_core.sampling import SamplerSettings, sample
+from uniworld_core.weights import CONTINUATION_KEY
 
 from .config import TrainConfig
 from .lora_train import LoraSet
@@ -115,7 +116,8 @@ class Trainer:
         # one step of the global batch (split across processes by the caller).
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
         self.ema = EMA(self.params, cfg.ema_decay)
-        self.objective = ObjectiveConfig(text_drop=cfg.text_drop, shift=cfg.shift, fourier_range=cfg.fourier_range)
+        self.objective = ObjectiveConfig(text_drop=cfg.text_drop, shift=cfg.shift, fourier_range=cfg.fourier_range,
+                                         continuation=cfg.continuation, max_context=cfg.max_context)
         # the same stream on every process: each draws the global batch and keeps its part
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
@@ -296,7 +298,10 @@ class Trainer:
         adapter = {n.removeprefix("adapter."): t.cpu().contiguous() for n, t in weights.items()
                    if n.startswith("adapter.")}
         if _writer(acc, folder):
-            save_file(state, str(folder / "dit.safetensors"), metadata={"dit_config": self.dit.cfg.to_json()})
+            metadata = {"dit_config": self.dit.cfg.to_json()}
+            if self.cfg.continuation > 0:  # `generate --continuation auto` reads it
+                metadata[CONTINUATION_KEY] = "true"
+            save_file(state, str(folder / "dit.safetensors"), metadata=metadata)
             if adapter:
                 save_file(adapter, str(folder / "adapter.safetensors"))
         return folder / "dit.safetensors"

@@ -256,6 +256,10 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
     defaults = miniature.defaults() if preset == "miniature" else TINY if preset == "tiny" else REPORT
     _fill(args, defaults)
     args.run_frames = defaults.frames  # one run's frames; more are made by continuations
+    window = miniature.card().get("continuation") or {} if preset == "miniature" else {}
+    for key in ("context_frames", "new_frames"):
+        if getattr(args, key) is None:
+            setattr(args, key, window.get(key, getattr(ContinuationSettings, key)))
     if preset == "miniature":
         _miniature_example(args)
     args.prompt = args.prompt or ""

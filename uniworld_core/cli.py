@@ -246,10 +246,10 @@ def parser() -> argparse.ArgumentParser:
                      "from its last latent frames (weights trained for it), 'fallback' chains image-to-video "
                      "runs from the last frame with colour matching; auto (default) picks 'on' when the model "
                      "says it was trained for continuation")
-    gen.add_argument("--context-frames", type=int, default=4, help="latent frames of the video so far that each "
-                     "continuation sees (default 4)")
-    gen.add_argument("--new-frames", type=int, default=9, help="latent frames each continuation adds (default 9 "
-                     "= 36 frames)")
+    gen.add_argument("--context-frames", type=int, help="latent frames of the video so far that each "
+                     "continuation sees (default 4; the miniature: its card's)")
+    gen.add_argument("--new-frames", type=int, help="latent frames each continuation adds (default 9 = 36 "
+                     "frames; the miniature: its card's)")
     gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
                      "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
                      "intervals] (the Wan report's attention and unconditional caches; a schedule chosen by "

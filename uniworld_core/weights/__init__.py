@@ -14,6 +14,7 @@ from .detect import identify
 from .lora import DiffPatch, LoraPatch, LoraPatches, applied, merge_patches, read_lora
 from .quantize import OUR_TYPES, quantize_file
 from .registry import (
+    CONTINUATION_KEY,
     Loaded,
     convert_file,
     inspect_file,
@@ -30,5 +31,5 @@ __all__ = [
     "open_weights", "identify", "applied", "merge_patches", "read_lora", "OUR_TYPES", "quantize_file",
     "Loaded", "convert_file", "inspect_file", "load", "load_dit", "load_vae", "official_state", "peek_config",
     "LoraPatch", "QWEN25VL_CHAT_TEMPLATE", "is_single_file_vlm", "load_adapter", "load_vlm", "DiffPatch",
-    "LoraPatches", "trained_for_continuation",
+    "LoraPatches", "trained_for_continuation", "CONTINUATION_KEY",
 ]

@@ -1,0 +1,107 @@
+"""Training for continuation (issue #23): context frames enter as the sampler gives them, only new frames count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_training import CFG, _padded, _train
+
+from training.config import ConfigError, TrainConfig
+from training.objective import ObjectiveConfig, draw, flashi2v_loss
+from uniworld_core.model.dit import WanDiT
+from uniworld_core.model.flashi2v import shift_latents
+from uniworld_core.sampling.sampler import _step_inputs
+from uniworld_core.sampling.schedule import timesteps_from_sigmas
+from uniworld_core.weights import trained_for_continuation
+
+FRAMES = 5
+
+
+def _clips(n: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Latents of n clips whose later frames follow from the earlier ones (a drift), and their features."""
+    gen = torch.Generator().manual_seed(seed)
+    first, step = torch.randn(n, 16, 1, 4, 4, generator=gen), 0.5 * torch.randn(n, 16, 1, 4, 4, generator=gen)
+    latents = torch.cat([first + i * step for i in range(FRAMES)], dim=2)
+    return _padded({"latents": latents, "features": torch.randn(n, 5, 12, generator=gen),
+                    "empty_features": torch.zeros(n, 5, 12)})
+
+
+def _dit() -> WanDiT:
+    torch.manual_seed(0)
+    return WanDiT(CFG).eval()
+
+
+def _draws(k: int, offset: int, sigma: float = 0.6, seed: int = 1) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {"noise": torch.randn(1, 16, FRAMES, 4, 4, generator=gen), "sigma": torch.tensor([sigma]),
+            "ratio": torch.tensor([0.3]), "drop": torch.tensor([False]), "context_frames": torch.tensor(k),
+            "offset": torch.tensor(offset)}
+
+
+def _inputs_seen(dit, clean, context, draws) -> dict:
+    seen = {}
+    hook = dit.register_forward_pre_hook(lambda module, args: seen.update(x=args[0], t=args[1]))
+    loss = flashi2v_loss(dit, clean, context, context, ObjectiveConfig(), draws=draws)
+    hook.remove()
+    return {**seen, "loss": loss}
+
+
+@pytest.mark.parametrize("k,offset", [(1, 0), (2, 1), (3, 1)])
+@torch.no_grad()
+def test_a_continuation_batch_gives_the_dit_what_the_sampler_gives_it(k, offset):
+    """Context frames clean and shifted at timestep 0, new frames noised at sigma: the sampler's `prefix`."""
+    dit, data = _dit(), _clips(1)
+    clean, context, draws = data["latents"], data["features"], _draws(k, offset)
+    seen = _inputs_seen(dit, clean, context, draws)
+    window, sigma = clean[:, :, offset:], draws["sigma"]
+    noisy = sigma * draws["noise"][:, :, offset + k:] + (1 - sigma) * window[:, :, k:]
+    t, x = _step_inputs(timesteps_from_sigmas(sigma), noisy, window[:, :, :k])
+    x = shift_latents(x, dit.project_start(clean[:, :, :1]))
+    assert seen["x"].shape[2] == FRAMES - offset
+    torch.testing.assert_close(seen["x"], x.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(seen["t"], t)
+
+
+@torch.no_grad()
+def test_only_the_new_frames_are_scored():
+    dit, data = _dit(), _clips(1)
+    clean, context, draws = data["latents"], data["features"], _draws(2, 0)
+    base = flashi2v_loss(dit, clean, context, context, ObjectiveConfig(), draws=draws)
+    other_noise = dict(draws, noise=draws["noise"].clone())
+    other_noise["noise"][:, :, :2] += 5  # the context frames' noise is never used
+    assert torch.equal(flashi2v_loss(dit, clean, context, context, ObjectiveConfig(), draws=other_noise), base)
+    moved = clean.clone()
+    moved[:, :, 1] += 1  # but the context itself is seen
+    assert not torch.equal(flashi2v_loss(dit, moved, context, context, ObjectiveConfig(), draws=draws), base)
+
+
+def test_draws_mix_continuations_into_plain_batches_and_keep_the_plain_stream():
+    shape, plain = (2, 16, FRAMES, 4, 4), ObjectiveConfig()
+    first = draw(shape, plain, torch.Generator().manual_seed(3))
+    mixed = [draw(shape, ObjectiveConfig(continuation=0.5, max_context=3), g)
+             for g in [torch.Generator().manual_seed(s) for s in range(200)]]
+    assert "context_frames" not in first
+    same_seed = draw(shape, ObjectiveConfig(continuation=0.5), torch.Generator().manual_seed(3))
+    assert torch.equal(same_seed["noise"], first["noise"]) and torch.equal(same_seed["sigma"], first["sigma"])
+    ks = [int(d["context_frames"]) for d in mixed]
+    assert 0.3 < ks.count(0) / len(ks) < 0.7 and set(ks) == {0, 1, 2, 3}
+    assert all(int(d["offset"]) + int(d["context_frames"]) < FRAMES for d in mixed)  # a new frame is left
+    assert all(int(d["offset"]) == 0 for d in mixed if int(d["context_frames"]) == 0)
+
+
+@pytest.mark.parametrize("field,value", [("continuation", 1.5), ("continuation", -0.1), ("max_context", 0)])
+def test_continuation_settings_are_checked(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_training_with_continuation_learns_and_says_so_in_the_export(tmp_path):
+    data = _clips(4)
+    cfg = TrainConfig(mode="full", steps=120, lr=3e-3, text_drop=0.0, weight_decay=0.0, seed=1, continuation=0.5,
+                      max_context=3)
+    start, end, trainer = _train(_dit().train(), cfg, data)
+    assert end < 0.7 * start, (start, end)
+    assert trained_for_continuation(trainer.export(tmp_path / "on"))
+    plain = TrainConfig(mode="full", steps=1, seed=1)
+    _, _, other = _train(_dit().train(), plain, data)
+    assert not trained_for_continuation(other.export(tmp_path / "off"))
