@@ -207,9 +207,11 @@ def dequantize(raw: torch.Tensor, type_name: str, shape: tuple[int, ...], dtype:
         values = result.view(codes.shape)
     else:
         values = (torch.empty(numel, device=raw.device) if work is None else work.view(-1)[:numel]).view(codes.shape)
-    values.copy_(codes)  # small integers: exact in every float dtype
-    values.mul_(scale.to(values.dtype))  # in place and in numpy's order: (d * sc) * q, then - dmin * m
-    if offset is not None:
+    if offset is None:  # one pass: the integer codes promote to the float dtype inside the multiply
+        torch.mul(codes, scale.to(values.dtype), out=values)
+    else:
+        values.copy_(codes)  # small integers: exact in every float dtype
+        values.mul_(scale.to(values.dtype))  # in place and in numpy's order: (d * sc) * q, then - dmin * m
         values.sub_(offset.to(values.dtype))
     if not exact:
         result.copy_(values.view(-1))
