@@ -98,13 +98,22 @@ def test_progress_is_reported_on_every_step(dit):
 
 
 @pytest.mark.parametrize("spec,message", [("turbo", "cache policy 'turbo'"), ("adaptive:x", "policy\\[:number"),
-                                          ("wan:0:1", "intervals >= 1")])
+                                          ("wan:0:1", "intervals >= 1"), ("wan:2:3:1.5", "fractions")])
 def test_bad_cache_settings_are_named(spec, message):
     from uniworld_core import InputError
 
     with pytest.raises(InputError, match=message):
         CacheSettings.parse(spec)
 
+
+
+def test_a_wan_spec_may_give_its_intervals_and_starts():
+    full = CacheSettings.parse("wan:3:5:0.1:0.25")
+    assert (full.attention_interval, full.uncond_interval, full.attention_start, full.uncond_start) == (3, 5, 0.1, 0.25)
+    two = CacheSettings.parse("wan:2:3")
+    assert (two.attention_interval, two.uncond_interval) == (2, 3)
+    assert (two.attention_start, two.uncond_start) == (CacheSettings.attention_start, CacheSettings.uncond_start)
+    assert CacheSettings.parse("wan:4").uncond_interval == 4
 
 
 def test_calibration_picks_the_fastest_schedule_that_keeps_the_quality(dit, tmp_path):
