@@ -115,11 +115,11 @@ def main() -> None:
     model = load_miniature(args.weights)
     defaults = miniature.defaults(args.weights)
     run, size = defaults.frames, defaults.width
-    card = miniature.card(args.weights).get("continuation", {})
+    card = miniature.card(args.weights).get("continuation") or {}
     new = card.get("new_frames", (run - 1) // 4)
     args.chunks = args.chunks or 1 + -(-3 * run // (4 * new))  # ceil: at least 4 runs' worth of frames
     frames = run + 4 * new * (args.chunks - 1)
-    sampler = SamplerSettings(defaults.steps, defaults.shift, defaults.cfg)
+    sampler = SamplerSettings(defaults.steps, defaults.shift, defaults.cfg, defaults.fourier_ratio)
     results = {}
     for name, options in WAYS.items():
         settings = replace(ContinuationSettings(new_frames=new, context_frames=card.get("context_frames", 4),

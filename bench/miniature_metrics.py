@@ -212,18 +212,37 @@ def object_errors(video: torch.Tensor, truth: Truth) -> tuple[torch.Tensor, torc
     return error(video), error(truth.absent)
 
 
-def _cells(centres: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[objects, H, W] booleans: the pixels nearest each centre ([objects, 2] as x, y)."""
+def _wrapped(d: torch.Tensor, period: float) -> torch.Tensor:
+    """Differences on a circle of `period` pixels: the shorter way round."""
+    return (d + period / 2) % period - period / 2
+
+
+def _cells(centres: torch.Tensor, height: int, width: int, wrap: bool) -> torch.Tensor:
+    """[objects, H, W] booleans: the pixels nearest each centre ([objects, 2] as x, y); on a torus if `wrap`."""
     yy, xx = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
-    distance = (xx[None] - centres[:, 0, None, None]) ** 2 + (yy[None] - centres[:, 1, None, None]) ** 2
+    dx, dy = xx[None] - centres[:, 0, None, None], yy[None] - centres[:, 1, None, None]
+    if wrap:
+        dx, dy = _wrapped(dx, width), _wrapped(dy, height)
+    distance = dx**2 + dy**2
     return distance == distance.amin(0, keepdim=True)
 
 
-def _centroid(weights: torch.Tensor) -> torch.Tensor:
-    """(x, y) in pixels of a [H, W] weight map (pixel centres at +0.5)."""
+def _centroid(weights: torch.Tensor, wrap: bool = False) -> torch.Tensor:
+    """(x, y) in pixels of a [H, W] weight map (pixel centres at +0.5).
+
+    With `wrap` the frame is a torus (sliding objects leave one side and come back on the other): each
+    coordinate is a circular mean, so an object split across an edge has its centre on that edge.
+    """
     yy, xx = torch.meshgrid(*(torch.arange(n) + 0.5 for n in weights.shape), indexing="ij")
     total = weights.sum().clamp_min(1e-8)
-    return torch.stack([(weights * xx).sum() / total, (weights * yy).sum() / total])
+    if not wrap:
+        return torch.stack([(weights * xx).sum() / total, (weights * yy).sum() / total])
+    found = []
+    for coords, period in ((xx, weights.shape[1]), (yy, weights.shape[0])):
+        angle = coords * (2 * math.pi / period)
+        mean = torch.atan2((weights * angle.sin()).sum(), (weights * angle.cos()).sum())
+        found.append(mean % (2 * math.pi) * period / (2 * math.pi))
+    return torch.stack(found)
 
 
 def centroid_errors(video: torch.Tensor, truth: Truth) -> torch.Tensor:
@@ -232,19 +251,26 @@ def centroid_errors(video: torch.Tensor, truth: Truth) -> torch.Tensor:
     The generated object is where the video differs from the styled background
     (above the median difference of its cell, so a background that is slightly off
     does not count); its cell is the part of the frame nearest its true centre.
+    In clips with a sliding object, positions and distances are taken on the torus the
+    toy world's slides move on.
     """
     objects, frames = truth.masks.shape[:2]
+    height, width = video.shape[1:3]
+    wrap = any(o.motion == "slides" for o in truth.clip.objects)
     visible, errors = truth.visible(), []
     for t in range(frames):
-        true = torch.stack([_centroid(truth.masks[k, t]) for k in range(objects)])
-        cells = _cells(true, *video.shape[1:3])
+        true = torch.stack([_centroid(truth.masks[k, t], wrap) for k in range(objects)])
+        cells = _cells(true, height, width, wrap)
         difference = (video[t].float() - truth.absent[t]).abs().mean(-1)
         for k in range(objects):
             if not visible[k, t]:
                 continue
             weights = (difference - difference[cells[k]].median()).clamp_min(0) * cells[k]
-            found = _centroid(weights) if weights.sum() > 1e-6 else _centroid(cells[k].float())
-            errors.append((found - true[k]).norm())
+            found = _centroid(weights, wrap) if weights.sum() > 1e-6 else _centroid(cells[k].float(), wrap)
+            offset = found - true[k]
+            if wrap:
+                offset = torch.stack([_wrapped(offset[0], width), _wrapped(offset[1], height)])
+            errors.append(offset.norm())
     return torch.stack(errors) if errors else torch.zeros(0)
 
 

@@ -60,6 +60,9 @@ class UniWorldVAEDecode:
         samples = latent["samples"].to(vae.device)
         chunks = latent.get(CHUNKS_KEY) or [samples.shape[2]]
         if len(chunks) > 1:  # runs chained by Extend Video's fallback: each decoded on its own, then joined
+            if tiled:
+                print("[UniWorld] VAE Decode: the fallback's chained runs are decoded whole frames, one run at a "
+                      "time; 'tiled' applies to single runs only")
             with vae.placement.active():
                 return (decode_chunked(vae.vae, vae.vae.normalize(samples), chunks),)
         hook = comfy_env.progress_hook(samples.shape[2])

@@ -98,7 +98,9 @@ def test_progress_is_reported_on_every_step(dit):
 
 
 @pytest.mark.parametrize("spec,message", [("turbo", "cache policy 'turbo'"), ("adaptive:x", "policy\\[:number"),
-                                          ("wan:0:1", "intervals >= 1"), ("wan:2:3:1.5", "fractions")])
+                                          ("wan:0:1", "intervals >= 1"), ("wan:2:3:1.5", "fractions"),
+                                          ("wan:2:3:0.1:0.2:9", "whole numbers"), ("wan:2.7:3", "whole numbers"),
+                                          ("adaptive:0.1:0.2", "adaptive\\[:threshold\\]"), ("off:3", "adaptive")])
 def test_bad_cache_settings_are_named(spec, message):
     from uniworld_core import InputError
 

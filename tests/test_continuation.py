@@ -97,11 +97,24 @@ def test_the_main_job_makes_any_length(tmp_path, capsys, mode):
     from uniworld_core.media import read_webp
 
     out = tmp_path / "long.webp"
-    assert main(["generate", "--preset", "tiny", "--frames", "41", "--steps", "2", "--continuation", mode,
-                 "--new-frames", "3", "--context-frames", "2", "--out", str(out)]) == 0
+    assert main(["generate", "--preset", "tiny", "--frames", "41", "--steps", "4", "--continuation", mode,
+                 "--new-frames", "3", "--context-frames", "2", "--cache", "adaptive:5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "chunk 3: 41/41 frames" in printed
     assert read_webp(out).shape[0] == 41
+    # the cache's tally covers every run: 3 runs x 4 steps x 2 branches
+    assert "(" in printed and "/24 DiT forwards run" in printed, printed[-800:]
+
+
+def test_run_frames_makes_a_long_video_one_run(tmp_path, capsys):
+    from uniworld_core.__main__ import main
+    from uniworld_core.media import read_webp
+
+    out = tmp_path / "one.webp"
+    assert main(["generate", "--preset", "tiny", "--frames", "25", "--run-frames", "25", "--steps", "2",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "chunk" not in printed and read_webp(out).shape[0] == 25
 
 
 def test_a_too_long_or_badly_split_video_is_refused_up_front(tmp_path, capsys):

@@ -12,7 +12,7 @@ from uniworld_core.model.dit import WanDiT
 from uniworld_core.model.flashi2v import shift_latents
 from uniworld_core.sampling.sampler import _step_inputs
 from uniworld_core.sampling.schedule import timesteps_from_sigmas
-from uniworld_core.weights import trained_for_continuation
+from uniworld_core.weights import convert_file, quantize_file, trained_for_continuation
 
 FRAMES = 5
 
@@ -105,3 +105,11 @@ def test_training_with_continuation_learns_and_says_so_in_the_export(tmp_path):
     plain = TrainConfig(mode="full", steps=1, seed=1)
     _, _, other = _train(_dit().train(), plain, data)
     assert not trained_for_continuation(other.export(tmp_path / "off"))
+    # converted or quantised, the file still says so (else `--continuation auto` would pick the fallback)
+    exported = tmp_path / "on" / "dit.safetensors"
+    copies = [convert_file(exported, tmp_path / "bf16.safetensors", torch.bfloat16),
+              quantize_file(exported, tmp_path / "q8.gguf", "Q8_0"),
+              quantize_file(exported, tmp_path / "fp8.safetensors", "fp8_e4m3fn")]
+    assert all(trained_for_continuation(path) for path in copies)
+    plain_copy = quantize_file(tmp_path / "off" / "dit.safetensors", tmp_path / "plain.gguf", "Q8_0")
+    assert not trained_for_continuation(plain_copy)

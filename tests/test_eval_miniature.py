@@ -97,3 +97,12 @@ def test_perfect_static_and_absent_generators_score_as_expected():
     assert good["model"]["first_frame_psnr"] > good["baselines"]["flat"]["first_frame_psnr"] + 4
     assert bad["model"]["object_score"] < 0 and bad["model"]["motion"] < bad["motion_threshold"]
     assert abs(empty["model"]["object_score"]) < 1e-6 and not passes(empty) and not passes(bad)
+
+
+def test_centroid_error_of_a_slide_across_the_edge_is_measured_round_the_frame():
+    """A square split over the right and left edges: the true clip ~0 px off, one drawn 5 px further ~5 px."""
+    clip = ToyClip("grass", (_square((0.98, 0.5)),), seed=3)
+    truth = Truth.of(clip, "watercolor")
+    moved = truth.styled(replace(clip, objects=(_square((0.98 + 5 / 64, 0.5)),)))
+    assert float(centroid_errors(truth.target, truth).max()) < 0.5
+    assert abs(float(centroid_errors(moved, truth).median()) - 5) < 1.0

@@ -271,3 +271,15 @@ def test_a_low_precision_model_computes_the_time_mlp_in_float32_from_its_stored_
         assert torch.equal(model(*inputs), stored)
     training = load(tmp_path / "dit.safetensors", "dit", dtype=torch.float32).model
     assert training.time_projection[1].weight.dtype == torch.float32, "a float32 model holds float32"
+
+
+def test_a_measuring_attention_is_seen_through_a_sequence_parallel_wrapper():
+    """Compiled blocks run eagerly on a new size while `measure` chooses, also when sequence parallelism wraps it."""
+    from types import SimpleNamespace
+
+    from uniworld_core.model.attention import MeasuredAttention, sdpa_attention
+    from uniworld_core.model.compile import _measuring
+
+    measured = MeasuredAttention({"sdpa": sdpa_attention})
+    assert _measuring([measured, None]) and _measuring([sdpa_attention, SimpleNamespace(inner=measured)])
+    assert not _measuring([sdpa_attention, SimpleNamespace(inner=sdpa_attention)]) and not _measuring([None])

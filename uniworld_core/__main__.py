@@ -39,6 +39,7 @@ from .presets import miniature
 from .presets.tiny import TINY_NOTICE, tiny_context, tiny_stack
 from .progress import print_progress
 from .sampling import (
+    LONGEST_RUN,
     REPORT,
     SCHEDULE_SUFFIX,
     TINY,
@@ -149,13 +150,18 @@ def _configs(args: argparse.Namespace, preset: str | None):
     return peek_config(dit, "dit"), peek_config(vae, "vae")
 
 
+def _run_grid(args: argparse.Namespace) -> tuple[int, int, int]:
+    """The latent grid of the largest sampling run: one run, or a continuation's context window and new frames."""
+    run = 1 + (min(args.frames, args.run_frames) - 1) // 4
+    if args.frames > args.run_frames:
+        run = max(run, args.context_frames + args.new_frames)
+    return run, args.height // 8, args.width // 8
+
+
 def _check_memory(args: argparse.Namespace, preset: str | None, device: torch.device) -> None:
     """Refuse a size whose activations alone exceed the memory there is, before allocating anything."""
     dit_cfg, vae_cfg = _configs(args, preset)
-    run = 1 + (min(args.frames, args.run_frames) - 1) // 4
-    if args.frames > args.run_frames:  # a continuation sees its context window too
-        run = max(run, args.context_frames + args.new_frames)
-    grid = (run, args.height // 8, args.width // 8)
+    grid = _run_grid(args)
     compute = 4 if resolve_dtype(args.precision, device) == torch.float32 else 2
     batch = 1 if args.cfg == 1 or args.cfg_parallel else 2  # per process
     needed = least_generation_bytes(dit_cfg, vae_cfg, grid, batch, compute, args.sequence_parallel)
@@ -199,8 +205,8 @@ def _dit_device(args: argparse.Namespace, device: torch.device) -> torch.device:
 
 def _place(args: argparse.Namespace, dit: torch.nn.Module, device: torch.device) -> None:
     budget = None if args.vram_budget is None else int(args.vram_budget * GIB)
-    grid = (1 + (args.frames - 1) // 4, args.height // 8, args.width // 8)
-    placed = place_dit(dit, device, budget, args.blocks_to_swap, args.prefetch_blocks, grid)
+    placed = place_dit(dit, device, budget, args.blocks_to_swap, args.prefetch_blocks, _run_grid(args),
+                       batch=1 if args.cfg == 1 else 2)
     print(f"DiT placement: {placed.summary()}")
 
 
@@ -255,7 +261,7 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
     preset = _preset(args)
     defaults = miniature.defaults() if preset == "miniature" else TINY if preset == "tiny" else REPORT
     _fill(args, defaults)
-    args.run_frames = defaults.frames  # one run's frames; more are made by continuations
+    args.run_frames = args.run_frames or (defaults.frames if preset else LONGEST_RUN)  # more: continuations
     window = miniature.card().get("continuation") or {} if preset == "miniature" else {}
     for key in ("context_frames", "new_frames"):
         if getattr(args, key) is None:
@@ -264,6 +270,7 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
         _miniature_example(args)
     args.prompt = args.prompt or ""
     check_settings(args)
+    _check_long(args)
     args.cache_settings = CacheSettings.parse(args.cache).with_schedule(
         args.dit or miniature.model_dir() / miniature.FILES["dit"])
     check_parallel(args, args.cache_settings.active)
@@ -276,6 +283,19 @@ def _prepare(args: argparse.Namespace) -> tuple[str | None, Path, torch.device, 
         _context_file(args.context)
     _check_memory(args, preset, device)
     return preset, out, device, image
+
+
+def _check_long(args: argparse.Namespace) -> None:
+    """What a video longer than one run cannot be combined with, before anything is loaded."""
+    if args.frames <= args.run_frames:
+        return
+    refused = [("parallel runs", parallel_wanted(args)), ("--vae-tile", bool(args.vae_tile)),
+               ("cache-calibrate", args.command == "cache-calibrate")]
+    for what, given in refused:
+        if given:
+            raise InputError(f"{args.frames} frames (more than one run of {args.run_frames}) with {what}",
+                             f"at most {args.run_frames} frames, one run, with {what}",
+                             f"Give --run-frames {args.frames} to make it one run, or drop {what}.")
 
 
 def _continuation(args: argparse.Namespace, preset: str | None) -> ContinuationSettings:
@@ -292,7 +312,7 @@ def _continuation(args: argparse.Namespace, preset: str | None) -> ContinuationS
 
 
 def _render_long(stack: Stack, args: argparse.Namespace, device: torch.device, cache: CacheSettings,
-                 settings: ContinuationSettings) -> torch.Tensor:
+                 settings: ContinuationSettings, stats: CacheStats | None = None) -> torch.Tensor:
     """Frames of a video longer than one run: the first run, then continuations, decoded as they come."""
     video = VideoSettings(args.width, args.height, args.frames, args.seed, args.fps)
     sampler = SamplerSettings(args.steps, args.shift, args.cfg, args.fourier_ratio, cache=cache)
@@ -300,7 +320,7 @@ def _render_long(stack: Stack, args: argparse.Namespace, device: torch.device, c
         start = encode_start(stack.vae, stack.image, args.width, args.height, args.fourier_ratio, device)
         chunks = []
         for chunk in generate_long(stack.dit, stack.vae, start, stack.context, stack.negative, video, sampler,
-                                   settings, print_progress("sampling")):
+                                   settings, print_progress("sampling"), stats):
             chunks.append((chunk * 255).round().to(torch.uint8))  # 4x less memory than float frames
             print(f"chunk {len(chunks)}: {sum(len(c) for c in chunks)}/{args.frames} frames")
     return torch.cat(chunks).float() / 255
@@ -341,9 +361,6 @@ def _stack_for(args: argparse.Namespace) -> tuple[Stack, str | None, Path, torch
 
 def generate_command(args: argparse.Namespace) -> Path | None:
     preset, out, device, image = _prepare(args)
-    if parallel_wanted(args) and args.frames > args.run_frames:
-        raise InputError(f"{args.frames} frames with a parallel run", f"at most {args.run_frames} frames (one run) "
-                         "in parallel", "Run the long video in one process, or make it in parallel in pieces.")
     if not parallel_wanted(args):
         return _generate(args, preset, out, device, image)
     parallel = start_parallel(args.sequence_parallel, 2 if args.cfg_parallel else 1, device.type, args.dist_timeout)
@@ -369,7 +386,7 @@ def _generate(args: argparse.Namespace, preset: str | None, out: Path, device: t
           f"{args.frames} frames")
     started, stats = time.perf_counter(), CacheStats()
     if args.frames > args.run_frames:
-        frames = _render_long(stack, args, device, args.cache_settings, _continuation(args, preset))
+        frames = _render_long(stack, args, device, args.cache_settings, _continuation(args, preset), stats)
     else:
         frames = _render(stack, args, device, args.cache_settings, stats, parallel=parallel)
     if args.cache_settings.active:

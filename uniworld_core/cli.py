@@ -37,6 +37,7 @@ RANGES = {**LIMITS, "vram_budget": Limits(1e-6, 1e6, "GiB"), "prefetch_blocks": 
           "dist_timeout": Limits(1, 86400, "seconds"),
           # longer than one run: the first run, then continuations (memory per run stays the same)
           "frames": Limits(5, 4097, "frames, of the form 4k+1"),
+          "run_frames": Limits(5, 4097, "frames of one run, of the form 4k+1"),
           "context_frames": Limits(1, 64, "latent frames"), "new_frames": Limits(1, 64, "latent frames")}
 VAE_TILE_OVERLAP = 8  # latent pixels blended between neighbouring tiles (the VAE Decode node's default)
 
@@ -60,9 +61,11 @@ def check_settings(args: argparse.Namespace) -> None:
     """Every number of a generate run, and the combinations the ranges cannot express."""
     for name in RANGES:
         check_range(name, getattr(args, name, None))
-    if (args.frames - 1) % 4:
-        raise InputError(f"--frames {args.frames}", "a frame count of the form 4k+1 (e.g. 17, 33, 49, 81)",
-                         f"Use {args.frames - (args.frames - 1) % 4} or {args.frames - (args.frames - 1) % 4 + 4}.")
+    for name in ("frames", "run_frames"):
+        value = getattr(args, name, None)
+        if value is not None and (value - 1) % 4:
+            raise InputError(f"--{name.replace('_', '-')} {value}", "a frame count of the form 4k+1 (e.g. 17, 33, "
+                             "49, 81)", f"Use {value - (value - 1) % 4} or {value - (value - 1) % 4 + 4}.")
     for name in ("width", "height"):
         if getattr(args, name) % 16:
             value = getattr(args, name)
@@ -242,18 +245,21 @@ def parser() -> argparse.ArgumentParser:
                      "(once per video size; falls back to eager with a message when the compiler fails)")
     _memory_options(gen)
     gen.add_argument("--continuation", default="auto", choices=["auto", "on", "fallback"],
-                     help="beyond one run's frames (the model's default count): 'on' continues the video "
+                     help="beyond one run's frames (--run-frames): 'on' continues the video "
                      "from its last latent frames (weights trained for it), 'fallback' chains image-to-video "
                      "runs from the last frame with colour matching; auto (default) picks 'on' when the model "
                      "says it was trained for continuation")
+    gen.add_argument("--run-frames", type=int, help="frames of one sampling run: a longer --frames is made of "
+                     "continuations (default: the miniature's 17; 81 for weight files, Wan2.1's training length)")
     gen.add_argument("--context-frames", type=int, help="latent frames of the video so far that each "
                      "continuation sees (default 4; the miniature: its card's)")
     gen.add_argument("--new-frames", type=int, help="latent frames each continuation adds (default 9 = 36 "
                      "frames; the miniature: its card's)")
     gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
                      "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
-                     "intervals] (the Wan report's attention and unconditional caches; a schedule chosen by "
-                     "cache-calibrate is read from <dit>.cache.json), or both: adaptive+wan")
+                     "intervals[:attention start:uncond start]] (the Wan report's attention and unconditional "
+                     "caches; a schedule chosen by cache-calibrate is read from <dit>.cache.json), or both: "
+                     "adaptive+wan")
     _parallel_options(gen)
     cal = sub.add_parser("cache-calibrate", help="choose the wan cache schedule for a model and write it beside "
                          "its DiT file (<dit>.cache.json), which --cache wan then reads")

@@ -57,6 +57,11 @@ def _counting(backend: str | Callable, state: CompileState) -> Callable:
     return compile_graph
 
 
+def _measuring(attentions) -> bool:
+    """Whether a block's attention kernels (cross, then self: perhaps a sequence-parallel wrapper) measure."""
+    return any(isinstance(getattr(a, "inner", a), MeasuredAttention) for a in attentions if a is not None)
+
+
 class _CompiledBlock:
     """One compiled WanBlock.forward shared by every block; falls back to eager on the first failure."""
 
@@ -70,9 +75,9 @@ class _CompiledBlock:
     def __call__(self, block: WanBlock, *args):
         if self.state.failed is not None or _patched(block):
             return WanBlock.forward(block, *args)
-        x, context, attention = args[0], args[2], args[-1]
+        x, context = args[0], args[2]
         signature = (tuple(x.shape), tuple(context.shape), x.dtype, x.device)
-        if isinstance(attention, MeasuredAttention) and signature not in self.seen:
+        if _measuring(args[4:]) and signature not in self.seen:
             self.seen.add(signature)
             # `measure` attention times its candidates on first use, which a traced graph cannot do:
             # the first block of a new size runs eagerly and the compiled code keeps its choice

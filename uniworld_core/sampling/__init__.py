@@ -9,14 +9,15 @@ basics; not its peers `memory` and `weights`.
 
 from .cache import POLICIES, SCHEDULE_SUFFIX, CacheSettings, CacheStats, choose_wan_schedule
 from .continuation import ContinuationSettings, decode_chunked, extend_latents, generate_long
-from .defaults import LIMITS, REPORT, TINY, Defaults, Limits
+from .defaults import LIMITS, LONGEST_RUN, REPORT, TINY, Defaults, Limits
 from .pipeline import StartFrame, VideoSettings, decode_frames, encode_start, generate, generate_latents, latent_shape
 from .sampler import SamplerSettings, sample
 from .schedule import dynamic_shift, inference_sigmas, sample_training_sigmas, timesteps_from_sigmas, training_pair
 
 __all__ = [
     "POLICIES", "SCHEDULE_SUFFIX", "CacheSettings", "CacheStats", "choose_wan_schedule", "LIMITS", "Limits",
-    "REPORT", "TINY", "Defaults", "StartFrame", "VideoSettings", "decode_frames", "encode_start", "generate",
+    "REPORT", "TINY", "LONGEST_RUN", "Defaults", "StartFrame", "VideoSettings", "decode_frames", "encode_start",
+    "generate",
     "generate_latents", "latent_shape", "SamplerSettings", "sample", "inference_sigmas",
     "timesteps_from_sigmas", "training_pair", "dynamic_shift", "sample_training_sigmas",
     "ContinuationSettings", "generate_long", "decode_chunked", "extend_latents",

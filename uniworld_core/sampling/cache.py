@@ -76,6 +76,10 @@ class CacheSettings:
                 numbers = [float(v) for v in values]
             except ValueError as exc:
                 raise InputError(f"the cache setting {part!r}", "policy[:number...], e.g. adaptive:0.2") from exc
+            most = {"adaptive": 1, "wan": 4}.get(name, 0)
+            if len(numbers) > most or (name == "wan" and any(n != int(n) for n in numbers[:2])):
+                raise InputError(f"the cache setting {part!r}", "adaptive[:threshold] or wan[:attention interval"
+                                 "[:uncond interval[:attention start[:uncond start]]]], intervals whole numbers")
             if name == "adaptive" and numbers:
                 settings = replace(settings, threshold=numbers[0])
             elif name == "wan" and numbers:
@@ -109,6 +113,11 @@ class CacheStats:
     uncond_reused: int = 0  # unconditional outputs replaced by cond + cached difference
     attention_reused: int = 0  # block self-attentions reused
     steps: int = 0
+
+    def add(self, other: CacheStats) -> None:
+        """Count another run's savings in these (a long video's runs share one tally)."""
+        for key, value in other.__dict__.items():
+            setattr(self, key, getattr(self, key) + value)
 
     def summary(self) -> str:
         total = self.forwards + self.skipped + self.uncond_reused

@@ -77,24 +77,28 @@ def chunk_sizes(total_frames: int, settings: ContinuationSettings) -> list[int]:
 def generate_long(dit: WanDiT, vae: WanVAE, start: StartFrame, context: torch.Tensor,
                   negative: torch.Tensor | None, video: VideoSettings, sampler: SamplerSettings,
                   settings: ContinuationSettings = ContinuationSettings(),
-                  progress: ProgressHook | None = None) -> Iterator[torch.Tensor]:
+                  progress: ProgressHook | None = None,
+                  stats: CacheStats | None = None) -> Iterator[torch.Tensor]:
     """Yield the video's frames [T, H, W, 3] in 0..1 chunk by chunk as each run finishes.
+
+    `stats` adds up what the sampling cache saved over every run.
 
     The VAE must be on the DiT's device for the whole call (it decodes each chunk, and in the
     fallback also encodes each chunk's start frame).
     """
     sizes = chunk_sizes(video.num_frames, settings)
     first = replace(video, num_frames=1 + 4 * (sizes[0] - 1))
-    latents = generate_latents(dit, vae, None, context, negative, first, sampler, progress, start=start)
+    latents = generate_latents(dit, vae, None, context, negative, first, sampler, progress, start=start, stats=stats)
     if settings.fallback:
-        yield from _chained(dit, vae, start, context, negative, video, sampler, settings, sizes, latents, progress)
+        yield from _chained(dit, vae, start, context, negative, video, sampler, settings, sizes, latents, progress,
+                            stats)
         return
     decoder = StreamingDecoder(vae)
     yield _frames(decoder(latents))
     window = latents
     for index, size in enumerate(sizes[1:], start=1):
         new = continue_latents(dit, start, window, context, negative, sampler, size, settings.context_frames,
-                               video.seed + index, progress)
+                               video.seed + index, progress, stats)
         yield _frames(decoder(new))
         window = torch.cat([window, new], dim=2)[:, :, -settings.context_frames:]  # bounded: same cost per chunk
 
@@ -103,21 +107,23 @@ def _frames(video: torch.Tensor) -> torch.Tensor:
     return ((video[0].permute(1, 2, 3, 0).float() + 1) / 2).clamp(0, 1).cpu()
 
 
-def _chained(dit, vae, start, context, negative, video, sampler, settings, sizes, latents, progress):
+def _chained(dit, vae, start, context, negative, video, sampler, settings, sizes, latents, progress, stats=None):
     """The fallback: each chunk a new I2SV run from the previous chunk's last frame."""
     previous = _frames(vae.decode(latents))
     yield previous
     for index, size in enumerate(sizes[1:], start=1):
-        new = _restarted_run(dit, vae, previous[-1], start, context, negative, video, sampler, size, index, progress)
+        new = _restarted_run(dit, vae, previous[-1], start, context, negative, video, sampler, size, index, progress,
+                             stats)
         previous = join(previous[-1], _frames(vae.decode(new)), settings.crossfade, settings.match)
         yield previous
 
 
-def _restarted_run(dit, vae, last_frame, start, context, negative, video, sampler, size, index, progress):
+def _restarted_run(dit, vae, last_frame, start, context, negative, video, sampler, size, index, progress,
+                   stats=None):
     """An I2SV run of `size` new latent frames (plus frame 0, the last frame again) from `last_frame`."""
     run = replace(video, num_frames=1 + 4 * size, seed=video.seed + index)
     restart = encode_start(vae, last_frame, video.width, video.height, start.fourier_ratio)
-    return generate_latents(dit, vae, None, context, negative, run, sampler, progress, start=restart)
+    return generate_latents(dit, vae, None, context, negative, run, sampler, progress, start=restart, stats=stats)
 
 
 def join(last: torch.Tensor, frames: torch.Tensor, fade: int, match: bool = True) -> torch.Tensor:

@@ -52,5 +52,8 @@ LIMITS = {
 }
 
 REPORT = Defaults()
+# Frames of one sampling run of a weight file when a longer video is asked for: Wan2.1's training length
+# (81 = 5 s at 16 fps). Beyond it the video is made of continuations (--run-frames changes it).
+LONGEST_RUN = 81
 # The random-weight `tiny` stack: a quick run that proves the pipeline.
 TINY = replace(REPORT, width=160, height=96, frames=17, steps=8)

@@ -81,7 +81,7 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
     context / negative_context: [B, L, text_dim] features before `text_embedding`.
     high_frequencies: the start frame's Fourier map [B, 16, 1, H, W] when already
     computed (a `StartFrame`); else it is computed at `settings.fourier_ratio`.
-    stats: filled with what `settings.cache` saved.
+    stats: what `settings.cache` saved is added to it.
     parallel: the processes of a torch.distributed run (uniworld_core.parallel) that share the work;
     every process calls `sample` with the same arguments and gets the same latents.
     prefix: clean latent frames [B, 16, K, H, W] placed before the noisy ones (a continuation's
@@ -117,5 +117,5 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
             y = y + v[:, :, context_frames:] * (sigmas[i + 1] - sigmas[i])
             report(progress, i + 1, steps, y)
     if stats is not None:
-        stats.__dict__.update(guidance.stats.__dict__)
+        stats.add(guidance.stats)  # added: runs may share one tally
     return y

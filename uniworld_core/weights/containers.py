@@ -277,6 +277,13 @@ def _open_torch(path: Path) -> WeightFile:
 
 GGUF_DENSE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 ORIG_SHAPE_KEY = "comfy.gguf.orig_shape."  # city96's convention for tensors reshaped to fit GGUF
+CONTINUATION_KEY = "uniworld_continuation"  # metadata of a DiT trained for continuation (training writes it)
+GGUF_CONTINUATION_KEY = "uniworld.continuation"  # the same in a GGUF file's key-value data
+
+
+def carried_metadata(wf: WeightFile) -> dict[str, str]:
+    """What a converted or quantised copy of a file must keep saying about the model (its continuation training)."""
+    return {CONTINUATION_KEY: wf.metadata[CONTINUATION_KEY]} if CONTINUATION_KEY in wf.metadata else {}
 COMPANION_SUFFIXES = (".patch_embedding.safetensors", ".5d.safetensors")
 
 
@@ -328,6 +335,8 @@ def _open_gguf(path: Path) -> WeightFile:
         return data.view(GGUF_DENSE[type_name]).reshape(shape) if type_name in GGUF_DENSE else data
 
     metadata = {"general.architecture": _gguf_field(reader, "general.architecture") or "?"}
+    if _gguf_field(reader, GGUF_CONTINUATION_KEY):
+        metadata[CONTINUATION_KEY] = _gguf_field(reader, GGUF_CONTINUATION_KEY)
     wf = WeightFile(path, "gguf", infos, read, metadata)
     return _add_companion(wf)
 

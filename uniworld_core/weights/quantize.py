@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from ..errors import CheckpointError
 from ..quant.gguf_decode import BLOCKS
-from .containers import ORIG_SHAPE_KEY, open_weights
+from .containers import GGUF_CONTINUATION_KEY, ORIG_SHAPE_KEY, carried_metadata, open_weights
 from .detect import identify
 from .registry import check_rewritable
 
@@ -56,6 +56,8 @@ def write_gguf(src, out, type_name: str) -> Path:
     wf, ident = _source(src)
     writer = gguf.GGUFWriter(str(out), "wan")
     writer.add_file_type(0)
+    if carried_metadata(wf):
+        writer.add_string(GGUF_CONTINUATION_KEY, "true")
     for name, src_name in ident.names.items():
         if name.endswith((".scale_weight", ".scale_input")) or name == "scaled_fp8":
             continue
@@ -104,7 +106,8 @@ def write_fp8(src, out, fp8: torch.dtype = torch.float8_e4m3fn) -> Path:
             state[name] = tensor
         else:
             state[name] = tensor.to(torch.bfloat16)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out), metadata={"format": "pt"})
+    metadata = {"format": "pt", **carried_metadata(wf)}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out), metadata=metadata)
     return Path(out)
 
 

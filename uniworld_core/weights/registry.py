@@ -32,7 +32,15 @@ from ..model.flashi2v import reset_fourier_embedding
 from ..model.vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WanVAE, _stat
 from ..quant.gguf_decode import BLOCKS
 from ..quant.layers import FP8_DTYPES, install_fp8_linears, install_gguf_layers
-from .containers import COMPANION_SUFFIXES, WeightFile, in_memory, naming_the_file, open_weights
+from .containers import (
+    COMPANION_SUFFIXES,
+    CONTINUATION_KEY,
+    WeightFile,
+    carried_metadata,
+    in_memory,
+    naming_the_file,
+    open_weights,
+)
 from .detect import Identified, identify
 from .umt5 import SPIECE_KEY, build_umt5, load_umt5_tokenizer, spiece_tokenizer
 from .vlm import adapter_from, load_vlm
@@ -327,7 +335,6 @@ def _load_vlm(source: Path, device: torch.device, dtype: torch.dtype, tokenizer:
                   processor=processor)
 
 
-CONTINUATION_KEY = "uniworld_continuation"  # metadata of a DiT trained for continuation (training writes it)
 
 
 def trained_for_continuation(path: str | Path) -> bool:
@@ -434,7 +441,7 @@ def convert_file(path: str | Path, out: str | Path, dtype: torch.dtype,
     if ident.kind not in ("flashi2v_dit", "wan_t2v_dit", "wan21_vae"):
         raise CheckpointError(f"'{wf.path.name}' is a {ident.kind_name}", "a DiT or VAE file to convert")
     check_rewritable(path, out)
-    metadata = {"format": "pt", "uniworld_kind": ident.kind}
+    metadata = {"format": "pt", "uniworld_kind": ident.kind, **carried_metadata(wf)}
     if ident.kind != "wan21_vae":
         declared = _declared(wf, "dit_config")
         cfg = _infer(infer_dit_config, ident.shapes(wf), num_heads=num_heads or declared.get("num_heads"),
