@@ -343,11 +343,12 @@ def toy_world_miniature(classes) -> dict:
 
 
 def long_video(classes) -> dict:
-    """The miniature model's clip made four times longer: the Sampler's run, then three Extend Video runs."""
+    """The miniature model's clip made about four times longer: the Sampler's run, then four Extend Video runs."""
     g = Graph(classes)
-    note = g.node("Note", ["A long video with the built-in miniature model: one 17-frame run, then three UniWorld "
-                           "Extend Video nodes, each adding 16 frames (4 latent frames) from the last 4 latent "
-                           "frames of the video so far (continuation); 65 frames in all. With weights that were "
+    note = g.node("Note", ["A long video with the built-in miniature model: one 17-frame run, then four UniWorld "
+                           "Extend Video nodes, each adding 12 frames (3 latent frames) from the last 2 latent "
+                           "frames of the video so far (continuation: the window the model was trained on, in its "
+                           "card); 65 frames in all. With weights that were "
                            "not trained for continuation, set each Extend Video's mode to the fallback (chained "
                            f"image-to-video with colour matching). Copy {TOY_IMAGE} from "
                            "uniworld_core/miniature_model/examples/ into ComfyUI/input."])
@@ -365,8 +366,8 @@ def long_video(classes) -> dict:
                            size=(64, 64, 30), cfg_shift=(2.0, 3.0))
     decode = rest[0][0]
     previous, extends = sampler[0], []
-    for n in range(3):
-        extend = g.node("UniWorldExtendVideo", [16, 4, "continuation", 30, 2.0, 3.0, 100 + n, "fixed"])
+    for n in range(4):
+        extend = g.node("UniWorldExtendVideo", [12, 2, "continuation", 30, 2.0, 3.0, 100 + n, "fixed"])
         for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (encode, 0),
                                   "negative": (encode, 1), "fourier": (fourier, 0), "latent": (previous, 0)}.items():
             g.link(src, slot, extend, name)
