@@ -35,12 +35,12 @@ from eval_miniature import held_out  # noqa: E402
 from miniature_metrics import Truth, object_errors, psnr, ssim  # noqa: E402
 
 from uniworld_core import SamplerSettings, StyleSpec, VideoSettings, decode_frames, generate_latents  # noqa: E402
-from uniworld_core.presets.miniature import defaults, load_miniature  # noqa: E402
+from uniworld_core.presets import load_miniature, miniature  # noqa: E402
 from uniworld_core.sampling import CacheSettings, CacheStats  # noqa: E402
 
 SWEEP = {
     "adaptive": ["adaptive:0.05", "adaptive:0.1", "adaptive:0.2", "adaptive:0.3", "adaptive:0.5", "adaptive:0.8"],
-    "wan": ["wan:2:2", "wan:2:3", "wan:3:3", "wan:3:4"],
+    "wan": ["wan:2:2", "wan:2:3", "wan:3:4", "wan:3:6:0.1:0.1", "wan:4:8:0.1:0.1", "wan"],
     "adaptive+wan": ["adaptive+wan"],
 }
 
@@ -111,7 +111,8 @@ def measure(model, inputs: list[dict], steps: int, specs: list[str], base: Sampl
     _run(model, inputs[0], video, plain)  # warm-up: first runs pay one-off costs
     for n, clip in enumerate(inputs):
         for k, spec in enumerate(specs):
-            cached_settings = replace(plain, cache=CacheSettings.parse(spec))
+            cached_settings = replace(plain, cache=CacheSettings.parse(spec).with_schedule(
+                model.folder / miniature.FILES["dit"]))  # plain `wan`: the calibrated schedule
             order = [plain, cached_settings] if (n + k) % 2 == 0 else [cached_settings, plain]
             runs = {id(s): _run(model, clip, video, s) for s in order}
             off, on = runs[id(plain)], runs[id(cached_settings)]
@@ -154,10 +155,11 @@ def plot(results: list[dict], path: Path) -> bool:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for policy, specs in SWEEP.items():
         for steps in sorted({r["steps"] for r in results}):
-            points = [r for r in results if r["spec"] in specs and r["steps"] == steps]
-            if points:
-                axes.plot([r["psnr_db"] for r in points], [r["sampling_wall_ratio"] for r in points], "o-",
-                          label=f"{policy}, {steps} steps")
+            points = sorted((r for r in results if r["spec"] in specs and r["steps"] == steps),
+                            key=lambda r: r["psnr_db"])
+            if points:  # a threshold sweep is a curve; schedules are points
+                axes.plot([r["psnr_db"] for r in points], [r["sampling_wall_ratio"] for r in points],
+                          "o-" if policy == "adaptive" else "s", label=f"{policy}, {steps} steps")
     axes.axhline(1.0, color="grey", lw=0.8)
     axes.set_xlabel("PSNR against the uncached clip (dB)")
     axes.set_ylabel("sampling speed-up (uncached / cached wall time)")
@@ -180,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    card = defaults(args.weights)
+    card = miniature.defaults(args.weights)
     model = load_miniature(args.weights)
     steps = [int(s) for s in args.steps.split(",")] if args.steps else sorted({card.steps, 50})
     specs = args.specs.split(",") if args.specs else [s for group in SWEEP.values() for s in group]

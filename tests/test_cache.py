@@ -134,5 +134,7 @@ def test_calibration_picks_the_fastest_schedule_that_keeps_the_quality(dit, tmp_
     path = tmp_path / "dit.safetensors"
     (tmp_path / "dit.safetensors.cache.json").write_text(__import__("json").dumps(chosen))
     assert CacheSettings.parse("wan").with_schedule(path).uncond_interval == chosen["schedule"]["uncond_interval"]
+    given = CacheSettings.parse("wan:5:7").with_schedule(path)  # numbers the user gave win over the stored ones
+    assert (given.attention_interval, given.uncond_interval) == (5, 7)
     with pytest.raises(Exception, match="no wan schedule keeping 1000"):
         choose_wan_schedule(render, min_psnr=1000.0, candidates=WAN_CANDIDATES[:1])

@@ -152,3 +152,10 @@ def test_core_imports_without_comfyui_or_optional_packages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO).stdout.strip()
     assert out == "[]"
+
+
+def test_every_name_the_facade_promises_is_there():
+    import uniworld_core
+
+    missing = [name for name in uniworld_core.__all__ if not hasattr(uniworld_core, name)]
+    assert not missing, f"uniworld_core.__all__ names {missing}, which the façade does not import"

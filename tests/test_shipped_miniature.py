@@ -1,4 +1,10 @@
-"""The shipped miniature model, run through the main-job command, still meets its card's thresholds.
+"""The shipped miniature model: its card tells the truth, measured through the main-job command.
+
+The card (bench/eval_miniature.py --card) holds the metrics of the shipped
+weights, their baselines and whether each of issue #20's bars is met. These
+tests re-measure them and fail when the card and the model disagree; the bars
+themselves are a strict xfail while the card says they are not met (so the
+day a new model meets them, the test must be switched on).
 
 Metrics come from bench/eval_miniature.py (written independently of the
 training code) on held-out toy clips; every video is made by
@@ -12,18 +18,19 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from conftest import REPO
-from PIL import Image
 
-from uniworld_core.__main__ import main
+from training.toyworld import STYLES
 from uniworld_core.media import read_webp
 from uniworld_core.presets.miniature import DIR_VARIABLE, MINIATURE_DIR, available
 
 sys.path.insert(0, str(REPO / "bench"))
-from eval_miniature import evaluate  # noqa: E402
+from eval_miniature import BARS, checks, evaluate, main_job_generator, vae_round_trip  # noqa: E402
 
-CLIPS = 12  # each of the four styles three times
+# (summary key, absolute tolerance): the card's numbers come from the same clips, seeds and command; only
+# thread counts and CPU kernels may differ between machines
+REPRODUCED = {"object_score": 0.02, "centroid_error_px": 0.5, "direction_accuracy": 0.11,
+              "first_frame_psnr": 0.3, "first_frame_ssim": 0.02, "style_accuracy": 0.11}
 
 
 @pytest.fixture(autouse=True)
@@ -35,11 +42,15 @@ def _card() -> dict:
     return json.loads((MINIATURE_DIR / "card.json").read_text())
 
 
-def test_the_miniature_model_is_shipped_within_budget():
+def test_the_miniature_model_is_shipped_within_budget_with_its_card_and_sheets():
     assert available(MINIATURE_DIR), f"the built-in model is missing from {MINIATURE_DIR}"
     size = sum(p.stat().st_size for p in MINIATURE_DIR.rglob("*") if p.is_file())
     assert size <= 25 * 2**20, f"{size / 2**20:.1f} MiB"
-    assert _card()["metrics"]["style_accuracy"] >= _card()["thresholds"]["style_accuracy"]
+    card = _card()
+    assert card["bars"] == BARS and card["passes"] == all(card["checks"].values()), card["checks"]
+    assert card["minutes"] <= 120, "the recipe must run within 2 hours on 2 CPU cores"
+    for style in STYLES[1:]:
+        assert (MINIATURE_DIR / "sheets" / f"{style.replace(' ', '_')}.png").is_file(), style
 
 
 def test_readme_main_job_runs_the_miniature_model(tmp_path):
@@ -49,25 +60,32 @@ def test_readme_main_job_runs_the_miniature_model(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "miniature model" in done.stdout and "random weights" not in done.stdout
     video = read_webp(out)
-    assert video.shape == (17, 64, 64, 3), video.shape
+    size, frames = _card()["recipe"]["size"], _card()["recipe"]["frames"]
+    assert video.shape == (frames, size, size, 3), video.shape
 
 
-def test_metrics_through_the_main_job_stay_above_the_card_thresholds(tmp_path):
-    counter = iter(range(10**6))
+@pytest.fixture(scope="module")
+def measured() -> dict:
+    """The card's evaluation, run again: the same held-out clips through the main-job command."""
+    card = json.loads((MINIATURE_DIR / "card.json").read_text())
+    return evaluate(main_job_generator(MINIATURE_DIR), clips=card["metrics"]["clips"], size=card["recipe"]["size"],
+                    round_trip=vae_round_trip(MINIATURE_DIR))
 
-    def generate_clip(first_frame, caption, style):
-        n = next(counter)
-        image, out = tmp_path / f"in{n}.png", tmp_path / f"out{n}.webp"
-        Image.fromarray((first_frame * 255).round().to(torch.uint8).numpy()).save(image)
-        assert main(["generate", "--image", str(image), "--prompt", caption, "--style", style, "--out", str(out)]) == 0
-        return read_webp(out)
 
-    metrics = evaluate(generate_clip, clips=CLIPS)
-    limits = _card()["thresholds"]
-    assert metrics["first_frame_psnr"] > metrics["static_copy_psnr"] + limits["psnr_margin_db"], metrics
-    assert metrics["motion"] > metrics["motion_threshold"], metrics
-    assert metrics["leakage_free_share"] >= limits["leakage_free_share"], metrics
-    assert metrics["style_accuracy"] >= limits["style_accuracy"], metrics
+def test_the_card_states_what_the_shipped_model_does(measured):
+    card = _card()
+    for who, summary in (("model", measured["model"]), *measured["baselines"].items()):
+        recorded = card["metrics"]["model"] if who == "model" else card["metrics"]["baselines"][who]
+        for key, tolerance in REPRODUCED.items():
+            assert summary[key] == pytest.approx(recorded[key], abs=tolerance), (who, key, summary[key], recorded[key])
+    assert checks(measured) == card["checks"]
+
+
+@pytest.mark.xfail(not _card().get("passes"), strict=True,
+                   reason="issue #20: the shipped model does not meet the bars yet (card.json 'checks' says which)")
+def test_the_shipped_model_meets_every_bar(measured):
+    failed = [name for name, ok in checks(measured).items() if not ok]
+    assert not failed, (failed, measured["model"], measured["baselines"]["vae"])
 
 
 def test_toy_workflow_runs_headless_on_the_shipped_model(tmp_path):

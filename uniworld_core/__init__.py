@@ -33,6 +33,7 @@ from .presets import load_miniature, tiny_stack
 from .progress import ProgressHook, print_progress
 from .sampling import (
     REPORT,
+    ContinuationSettings,
     Defaults,
     SamplerSettings,
     StartFrame,
@@ -41,6 +42,7 @@ from .sampling import (
     encode_start,
     generate,
     generate_latents,
+    generate_long,
 )
 from .weights import Loaded, applied, convert_file, inspect_file, load, quantize_file, read_lora
 

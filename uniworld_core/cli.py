@@ -256,7 +256,7 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--new-frames", type=int, help="latent frames each continuation adds (default 9 = 36 "
                      "frames; the miniature: its card's)")
     gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
-                     "forwards while the output changes little; threshold default 0.3), wan[:attention:uncond "
+                     "forwards while the output changes little; threshold default 0.2), wan[:attention:uncond "
                      "intervals[:attention start:uncond start]] (the Wan report's attention and unconditional "
                      "caches; a schedule chosen by cache-calibrate is read from <dit>.cache.json), or both: "
                      "adaptive+wan")
