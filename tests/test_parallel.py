@@ -200,11 +200,13 @@ def test_main_job_on_two_processes_writes_the_same_video(tmp_path, capsys):
     flags = ["--steps", "6", "--frames", "9", "--seed", "2", "--cache", "wan"]  # the Wan caches, in both
     with _one_thread():
         assert main(["generate", *flags, "--out", str(tmp_path / "one.webp")]) == 0
+    one = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cache wan:"))
+    assert "0 block self-attentions reused" not in one, one  # the attention cache did work
     # each process block-swaps its copy of the DiT: swap and sequence parallelism compose
     done = _launch(2, "-m", "uniworld_core", "generate", *flags, "--sequence-parallel", "2", "--blocks-to-swap", "2",
                    "--out", str(tmp_path / "two.webp"))
     assert "sequence parallel x2" in done.stdout and "2 swapped" in done.stdout, done.stdout
-    assert "8 block self-attentions reused" in done.stdout, done.stdout
+    assert one in done.stdout, (one, done.stdout)  # the same forwards run and reused as in one process
     _frames_match(read_webp(tmp_path / "two.webp"), read_webp(tmp_path / "one.webp"))
 
 
