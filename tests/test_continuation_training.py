@@ -113,3 +113,18 @@ def test_training_with_continuation_learns_and_says_so_in_the_export(tmp_path):
     assert all(trained_for_continuation(path) for path in copies)
     plain_copy = quantize_file(tmp_path / "off" / "dit.safetensors", tmp_path / "plain.gguf", "Q8_0")
     assert not trained_for_continuation(plain_copy)
+
+
+@torch.no_grad()
+def test_context_noise_mixes_the_context_slots_noise_into_the_context():
+    dit, data = _dit(), _clips(1)
+    clean, context = data["latents"], data["features"]
+    draws = {**_draws(2, 0), "context_noise": torch.tensor(0.25)}
+    seen = _inputs_seen(dit, clean, context, draws)
+    proj = dit.project_start(clean[:, :, :1])
+    expected = 0.75 * clean[:, :, :2] + 0.25 * draws["noise"][:, :, :2] - proj
+    torch.testing.assert_close(seen["x"][:, :, :2], expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(seen["t"][:, :2], torch.zeros(1, 2))  # still clean context as far as time goes
+    drawn = [draw((1, 16, FRAMES, 4, 4), ObjectiveConfig(continuation=1.0, context_noise=0.1),
+                  torch.Generator().manual_seed(s))["context_noise"] for s in range(50)]
+    assert all(0 <= float(d) <= 0.1 for d in drawn) and len({float(d) for d in drawn}) > 40

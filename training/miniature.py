@@ -73,6 +73,7 @@ class Recipe:
     # `generate --frames N` and the Extend Video node use beyond one run.
     continuation: float = 0.3
     max_context: int = 3
+    context_noise: float = 0.0  # continuation context corruption (training.objective); 0 in run 5
     context_frames: int = 2
     new_frames: int = 3
     # Sampling defaults written to the card (the CLI and the evaluation read them, the toy workflow is set
@@ -155,7 +156,8 @@ def train_toy_dit(recipe: Recipe, cache: Path, out: Path) -> tuple[Path, list[fl
     cfg = TrainConfig(mode="all", steps=recipe.dit_steps, batch_size=recipe.batch_size, lr=recipe.lr,
                       warmup_steps=min(100, recipe.dit_steps // 10), schedule="cosine", weight_decay=0.0,
                       ema_decay=recipe.ema_decay, text_drop=0.1, seed=recipe.seed, output_dir=str(out / "dit_run"),
-                      shift=recipe.dit_shift, continuation=recipe.continuation, max_context=recipe.max_context)
+                      shift=recipe.dit_shift, continuation=recipe.continuation, max_context=recipe.max_context,
+                      context_noise=recipe.context_noise)
     exported = train(cfg, cache, out / "dit_init.safetensors")
     losses = [json.loads(line)["loss"] for line in (out / "dit_run" / "log.jsonl").read_text().splitlines()
               if "loss" in line]

@@ -36,6 +36,10 @@ class ObjectiveConfig:
     shift: float | None = None  # None: resolution-dependent shift
     continuation: float = 0.0  # share of batches trained as continuations (0 = plain I2SV, the official recipe)
     max_context: int = 4  # most context latent frames a continuation batch draws
+    # Context corruption (0 = off): a continuation batch's context becomes (1 - s) * clean + s * noise with
+    # s ~ U[0, context_noise], still at timestep 0, so the DiT learns not to trust its context exactly: at
+    # inference the context is its own imperfect output.
+    context_noise: float = 0.0
 
 
 def draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generator,
@@ -62,7 +66,10 @@ def _continuation_draw(frames: int, cfg: ObjectiveConfig, generator: torch.Gener
     use = float(torch.rand(1, generator=generator)) < cfg.continuation and frames > 1
     k = int(torch.randint(1, min(cfg.max_context, frames - 1) + 1, (1,), generator=generator)) if use else 0
     offset = int(torch.randint(0, frames - k, (1,), generator=generator)) if use else 0  # >= 1 new frame
-    return {"context_frames": torch.tensor(k), "offset": torch.tensor(offset)}
+    found = {"context_frames": torch.tensor(k), "offset": torch.tensor(offset)}
+    if cfg.context_noise > 0:  # drawn last: runs without it keep their stream
+        found["context_noise"] = torch.rand(1, generator=generator)[0] * cfg.context_noise * use
+    return found
 
 
 def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty_context: torch.Tensor,
@@ -85,7 +92,9 @@ def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty
     x_t, target = training_pair(clean, noise, sigma, proj)
     t = timesteps_from_sigmas(sigma)
     if k:  # clean context before the noised frames, at timestep 0 (per-frame time terms)
-        x_t = torch.cat([clean[:, :, :k].float() - proj.float(), x_t[:, :, k:]], dim=2)
+        s = float(draws.get("context_noise", 0.0))  # the noise of the context slots is otherwise unused
+        context_frames = (1 - s) * clean[:, :, :k].float() + s * noise[:, :, :k].float()
+        x_t = torch.cat([context_frames - proj.float(), x_t[:, :, k:]], dim=2)
         t = torch.cat([torch.zeros(t.shape[0], k, device=device), t[:, None].expand(-1, clean.shape[2] - k)], 1)
     features = high_frequency(start, draws["ratio"].to(device)).expand(-1, -1, clean.shape[2], -1, -1)
     drop = draws["drop"].to(device)
