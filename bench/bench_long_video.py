@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from dataclasses import replace
@@ -34,23 +33,18 @@ WAYS = {"continuation": dict(fallback=False), "fallback": dict(fallback=True),
         "naive chaining": dict(fallback=True, match=False, crossfade=0)}
 
 
+PROC = Path("/proc/self")  # per-chunk peaks need Linux: VmHWM, reset by writing 5 to clear_refs
+
+
 def reset_peak_rss() -> None:
-    """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # elsewhere the peak is the process's, from its start
+    """Start a new peak-RSS measurement."""
+    (PROC / "clear_refs").write_text("5")
 
 
 def peak_rss_mib() -> float:
-    """The peak resident memory since `reset_peak_rss` (the process's peak where it cannot be reset)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The peak resident memory since `reset_peak_rss`."""
+    status = (PROC / "status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def chunk_metrics(video: torch.Tensor, truth: Truth, bounds: list[tuple[int, int]]) -> list[dict]:
@@ -110,6 +104,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, help="runs per video (default: the fewest making 4x a run's length)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_long_video.json"))
     args = parser.parse_args()
+    if not (PROC / "clear_refs").exists():
+        parser.error("per-chunk peak memory needs Linux's /proc/self/clear_refs")
     from bench.eval_miniature import held_out
 
     model = load_miniature(args.weights)

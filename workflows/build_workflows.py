@@ -315,16 +315,8 @@ TOY_PROMPT = "a large red square spins anticlockwise over night"  # the caption 
 TOY_IMAGE = "toy_photo_0.png"
 
 
-def toy_world_miniature(classes) -> dict:
-    """The built-in miniature model: runs anywhere, no downloads (its files ship with the pack)."""
-    g = Graph(classes)
-    note = g.node("Note", ["The built-in miniature Uniworld-OSP2.0 model, trained by this pack on a procedural "
-                           "toy world (64x64 clips of shapes that slide, bounce or spin). Nothing to download: its "
-                           "files ship with the pack and appear in the loaders as toy_*.\n\nInput: a toy photo "
-                           "(examples in uniworld_core/miniature_model/examples/; copy "
-                           f"{TOY_IMAGE} into ComfyUI/input). Styles it knows: watercolor, pixel art, neon, "
-                           "pencil sketch (all in Style Select). 64x64, 17 frames, 30 steps, cfg 2, shift 3 (the "
-                           "card's sampling settings)."])
+def _miniature_inputs(g: Graph) -> tuple:
+    """The miniature model's loaders, its example photo, the watercolor-styled encode and the Fourier cutoff."""
     image = g.node("LoadImage", [TOY_IMAGE, "image"])
     dit = g.node("UniWorldDiTLoader", ["toy_dit.safetensors", "fp32", "auto", -1, 1])
     vae = g.node("UniWorldVAELoader", ["toy_vae.safetensors", "fp32", False])
@@ -335,6 +327,20 @@ def toy_world_miniature(classes) -> dict:
     fourier = g.node("UniWorldFourierCutoff", [64, 64, 0.1])
     g.link(vae, 0, fourier, "vae")
     g.link(image, 0, fourier, "image")
+    return image, dit, vae, vlm, style, encode, fourier
+
+
+def toy_world_miniature(classes) -> dict:
+    """The built-in miniature model: runs anywhere, no downloads (its files ship with the pack)."""
+    g = Graph(classes)
+    note = g.node("Note", ["The built-in miniature Uniworld-OSP2.0 model, trained by this pack on a procedural "
+                           "toy world (64x64 clips of shapes that slide, bounce or spin). Nothing to download: its "
+                           "files ship with the pack and appear in the loaders as toy_*.\n\nInput: a toy photo "
+                           "(examples in uniworld_core/miniature_model/examples/; copy "
+                           f"{TOY_IMAGE} into ComfyUI/input). Styles it knows: watercolor, pixel art, neon, "
+                           "pencil sketch (all in Style Select). 64x64, 17 frames, 30 steps, cfg 2, shift 3 (the "
+                           "card's sampling settings)."])
+    image, dit, vae, vlm, style, encode, fourier = _miniature_inputs(g)
     tail = _tail(g, dit, vae, encode, encode, image, "video/uniworld_toy", fourier, frames=17,
                  size=(64, 64, 30), cfg_shift=(2.0, 3.0))
     sampler, *rest = tail
@@ -352,16 +358,7 @@ def long_video(classes) -> dict:
                            "not trained for continuation, set each Extend Video's mode to the fallback (chained "
                            f"image-to-video with colour matching). Copy {TOY_IMAGE} from "
                            "uniworld_core/miniature_model/examples/ into ComfyUI/input."])
-    image = g.node("LoadImage", [TOY_IMAGE, "image"])
-    dit = g.node("UniWorldDiTLoader", ["toy_dit.safetensors", "fp32", "auto", -1, 1])
-    vae = g.node("UniWorldVAELoader", ["toy_vae.safetensors", "fp32", False])
-    vlm = g.node("UniWorldVLMLoader", ["toy_vlm", "toy_adapter.safetensors", SAME_FOLDER, "fp32", "official",
-                                       False])
-    style, encode = _styled_encode(g, vlm, image, "watercolor")
-    encode["widgets_values"][0] = TOY_PROMPT
-    fourier = g.node("UniWorldFourierCutoff", [64, 64, 0.1])
-    g.link(vae, 0, fourier, "vae")
-    g.link(image, 0, fourier, "image")
+    image, dit, vae, vlm, style, encode, fourier = _miniature_inputs(g)
     sampler, *rest = _tail(g, dit, vae, encode, encode, image, "video/uniworld_long", fourier, frames=17,
                            size=(64, 64, 30), cfg_shift=(2.0, 3.0))
     decode = rest[0][0]
