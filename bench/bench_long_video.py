@@ -2,6 +2,8 @@
 
     python bench/bench_long_video.py [--weights uniworld_core/miniature_model] [--clips 20] [--chunks N]
 
+Next to them, trivial clips made from the truth (a flat frame of each frame's mean colour, the
+object-absent clip, the first target frame held still, the truth itself) are measured the same way.
 For each held-out clip the miniature model makes a video of one run plus continuations (at least 4 times
 the run's length in all), in three ways: continuation (the model's context frames), the fallback
 (chained image-to-video with colour matching and a cross-fade) and naive chaining (the same chain
@@ -31,6 +33,10 @@ from uniworld_core.sampling import generate_long  # noqa: E402
 
 WAYS = {"continuation": dict(fallback=False), "fallback": dict(fallback=True),
         "naive chaining": dict(fallback=True, match=False, crossfade=0)}
+# Trivial clips measured the same way (no model): what each number is worth
+BASELINES = {"flat frame": lambda t: t.target.mean(dim=(1, 2), keepdim=True).expand_as(t.target),
+             "object-absent": lambda t: t.absent, "static copy": lambda t: t.target[:1].expand_as(t.target),
+             "truth": lambda t: t.target}
 
 
 PROC = Path("/proc/self")  # per-chunk peaks need Linux: VmHWM, reset by writing 5 to clear_refs
@@ -60,7 +66,8 @@ def chunk_metrics(video: torch.Tensor, truth: Truth, bounds: list[tuple[int, int
         sub = replace(truth, photo=truth.photo[part], target=truth.target[part], absent=truth.absent[part],
                       masks=truth.masks[:, part])
         centroids = centroid_errors(video[part], sub)
-        rows.append({"object_score": float(1 - error[part].sum() / absent[part].sum().clamp_min(1e-8)),
+        hidden = float(absent[part].sum()) == 0  # the style hides every object in this chunk: no score
+        rows.append({"object_score": None if hidden else float(1 - error[part].sum() / absent[part].sum()),
                      "centroid_error_px": float(centroids.median()) if len(centroids) else None,
                      "colour_drift_255": float((colour - first_colour).abs().max() * 255)})
     return rows
@@ -103,6 +110,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--chunks", type=int, help="runs per video (default: the fewest making 4x a run's length)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_long_video.json"))
+    parser.add_argument("--ways", default=",".join([*WAYS, *BASELINES]), help="comma-separated ways and baselines")
     args = parser.parse_args()
     if not (PROC / "clear_refs").exists():
         parser.error("per-chunk peak memory needs Linux's /proc/self/clear_refs")
@@ -117,13 +125,16 @@ def main() -> None:
     frames = run + 4 * new * (args.chunks - 1)
     sampler = SamplerSettings(defaults.steps, defaults.shift, defaults.cfg, defaults.fourier_ratio)
     results = {}
-    for name, options in WAYS.items():
+    for name in args.ways.split(","):
         settings = replace(ContinuationSettings(new_frames=new, context_frames=card.get("context_frames", 4),
-                                                first_frames=run), **options)
+                                                first_frames=run), **WAYS.get(name, {}))
         rows, joins, costs = [], [], []
         for clip, style in held_out(args.clips):
             truth = Truth.of(clip, style, frames, size)
-            video, cost = run_way(model, truth, settings, sampler, frames, size)
+            if name in BASELINES:
+                video, cost = BASELINES[name](truth), [{"seconds": 0.0, "peak_rss_mib": 0.0}] * args.chunks
+            else:
+                video, cost = run_way(model, truth, settings, sampler, frames, size)
             bounds = [(0, run)] + [(run + 4 * new * i, run + 4 * new * (i + 1)) for i in range(args.chunks - 1)]
             rows.append(chunk_metrics(video, truth, bounds))
             joins.append(join_discontinuity(video, bounds))
@@ -138,7 +149,7 @@ def main() -> None:
               "|---|---|---|---|---|---|")
         r = results[name]
         for c in range(args.chunks):
-            print(f"| {c + 1} | {r['object_score'][c]:.3f} | {r['centroid_error_px'][c] or float('nan'):.2f} | "
+            print(f"| {c + 1} | {r['object_score'][c] or 0:.3f} | {r['centroid_error_px'][c] or float('nan'):.2f} | "
                   f"{r['colour_drift_255'][c]:.2f} | {r['seconds_per_chunk'][c]:.1f} | {r['peak_rss_mib'][c]:.0f} |")
         print(f"join discontinuity: {r['join_discontinuity']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
