@@ -19,6 +19,7 @@ from uniworld_core.model.compile import compile_blocks, graph_breaks, uncompile_
 from uniworld_core.model.config import DiTConfig
 from uniworld_core.model.dit import WanDiT
 from uniworld_core.model.rope import rope_tables
+from uniworld_core.quant import gguf_decode
 from uniworld_core.quant.gguf_decode import BLOCKS, dequantize
 from uniworld_core.quant.layers import SHARED, Fp8Linear, GGUFLinear
 from uniworld_core.sampling.sampler import SamplerSettings, sample
@@ -54,6 +55,35 @@ def test_dequantising_to_half_precision_rounds_the_float32_values_once(name, dty
     # into reused buffers that hold other numbers: the same values
     out, work = torch.full((shape[0] * shape[1] + 7,), 3.0, dtype=dtype), torch.full((shape[0] * shape[1],), -1.0)
     assert torch.equal(dequantize(raw, name, shape, dtype, out=out, work=work), expected)
+
+
+@pytest.mark.parametrize("name", list(HALF_FIELDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_dequantising_in_cache_sized_chunks_gives_the_same_values(name, dtype, monkeypatch):
+    """On the CPU a tensor is decoded a chunk of blocks at a time, with a work buffer of one chunk."""
+    raw = random_blocks(name, 23, seed=5)
+    shape = (23 * BLOCKS[name][0] // 16, 16)
+    whole = dequantize(raw, name, shape, dtype)  # 23 blocks: one chunk at the default size
+    monkeypatch.setattr(gguf_decode, "CPU_CHUNK_VALUES", 3 * BLOCKS[name][0])  # 8 chunks, the last short
+    needed = gguf_decode.work_numel(name, dtype, whole.numel(), raw.device)
+    assert needed in (0, 3 * BLOCKS[name][0]), "the work buffer holds one chunk, not the tensor"
+    assert (needed == 0) == (dtype == torch.float32), "on the CPU half precision goes through float32 work"
+    out = torch.full((whole.numel() + 5,), 7.0, dtype=dtype)
+    work = torch.full((max(needed, 1),), -3.0)
+    assert torch.equal(dequantize(raw, name, shape, dtype, out=out, work=work), whole)
+    assert torch.equal(dequantize(raw, name, shape, dtype), whole)
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q5_0"])
+def test_fp16_computed_in_place_rounds_once_like_float32(name, monkeypatch):
+    """Off the CPU, fp16 Q8_0/Q4_0/Q5_0 skip the float32 work buffer: d * q rounds once in fp16 arithmetic."""
+    raw = random_blocks(name, 40, seed=9)
+    shape = (40 * 32 // 64, 64)
+    expected = dequantize(raw, name, shape, torch.float32).to(torch.float16)
+    exact = gguf_decode._exact_in
+    monkeypatch.setattr(gguf_decode, "_in_place", lambda dtype, type_name, device: exact(dtype, type_name))
+    assert gguf_decode.work_numel(name, torch.float16, 40 * 32, raw.device) == 0
+    assert torch.equal(dequantize(raw, name, shape, torch.float16), expected)
 
 
 def _gguf_linear(name: str, out_features: int, in_features: int, seed: int) -> GGUFLinear:

@@ -6,9 +6,10 @@ the raw bytes of n blocks (uint8 [n, block_bytes]) into
 `Codes(codes [n, S, sub], scale [n, S, 1], offset [n, S, 1] or None)`: the
 codes as uint8/int8 and the per-sub-block scales in float32 (they are 1/16
 to 1/256 of the values, so their cost does not matter). `dequantize` then
-writes the codes into the output and scales them in place, in as few
-whole-tensor passes as it can, into buffers the caller may reuse
-(quant/layers.py shares one across layers).
+writes the codes into the output and scales them in place, in as few passes
+as it can, into buffers the caller may reuse (quant/layers.py shares one
+across layers). On the CPU it does so a chunk of blocks at a time, so that
+the passes over a chunk meet it in the cache.
 
 Exactness: in float32 every value is `(d * sc) * q - (dmin * m)`, computed
 in that order, as `gguf`'s numpy reference does: bit for bit the same. In
@@ -36,6 +37,7 @@ BLOCKS = {
     "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
 }
 FLOAT_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+CPU_CHUNK_VALUES = 1 << 20  # see _chunk_blocks
 
 
 class Codes(NamedTuple):
@@ -172,9 +174,36 @@ def _exact_in(dtype: torch.dtype, type_name: str) -> bool:
     return dtype == torch.float32 or (dtype == torch.float16 and type_name in ("Q8_0", "Q4_0", "Q5_0"))
 
 
-def needs_work_buffer(type_name: str, dtype: torch.dtype) -> bool:
-    """Whether `dequantize` to `dtype` computes in a float32 work tensor (see `_exact_in`)."""
-    return type_name not in FLOAT_TYPES and not _exact_in(dtype, type_name)
+def _chunk_blocks(type_name: str, n_blocks: int, device: torch.device) -> int:
+    """How many blocks `dequantize` decodes at a time.
+
+    On the CPU, a chunk of about CPU_CHUNK_VALUES values: its codes, float32
+    values and output stay in the core's L2 cache between the passes that
+    decode and scale them, instead of each pass streaming the whole weight
+    through memory (4x faster for Q8_0 to bf16 on this project's Xeon). On
+    other devices one chunk: a kernel launch per chunk would cost more.
+    """
+    if device.type != "cpu":
+        return max(n_blocks, 1)
+    return max(1, CPU_CHUNK_VALUES // BLOCKS[type_name][0])
+
+
+def _in_place(dtype: torch.dtype, type_name: str, device: torch.device) -> bool:
+    """Whether `dequantize` computes the values in `dtype` itself rather than in a float32 work buffer.
+
+    Only where that is exact (`_exact_in`), and not in half precision on the CPU, whose half arithmetic
+    converts to float32 and back per operation: there float32 work and one cast cost 0.7 ms per million
+    values against 1.2 ms.
+    """
+    return _exact_in(dtype, type_name) and (dtype == torch.float32 or device.type != "cpu")
+
+
+def work_numel(type_name: str, dtype: torch.dtype, numel: int, device: torch.device) -> int:
+    """The float32 work buffer `dequantize` needs for a tensor of `numel` values (0: none, see `_in_place`)."""
+    if type_name in FLOAT_TYPES or _in_place(dtype, type_name, torch.device(device)):
+        return 0
+    per_block = BLOCKS[type_name][0]
+    return min(numel, _chunk_blocks(type_name, numel // per_block, device) * per_block)
 
 
 def _traced(codes: Codes, dtype: torch.dtype) -> torch.Tensor:
@@ -183,36 +212,46 @@ def _traced(codes: Codes, dtype: torch.dtype) -> torch.Tensor:
     return (values if codes.offset is None else values - codes.offset).to(dtype)
 
 
+def _scale_into(decoded: Codes, result: torch.Tensor, work: torch.Tensor | None) -> None:
+    """Write `scale * codes - offset` of some blocks into `result` (1-D), through float32 `work` when given."""
+    codes, scale, offset = decoded
+    values = (result if work is None else work[:result.numel()]).view(codes.shape)
+    # Two same-dtype passes over a chunk in the cache beat one mixed-dtype multiply (integer codes times
+    # float scales), which PyTorch's CPU kernels do not vectorise: 0.5 ms against 0.8 ms per million values.
+    values.copy_(codes)  # small integers: exact in every float dtype
+    values.mul_(scale.to(values.dtype))  # in place and in numpy's order: (d * sc) * q, then - dmin * m
+    if offset is not None:
+        values.sub_(offset.to(values.dtype))
+    if work is not None:
+        result.copy_(values.view(-1))
+
+
 def dequantize(raw: torch.Tensor, type_name: str, shape: tuple[int, ...], dtype: torch.dtype,
                out: torch.Tensor | None = None, work: torch.Tensor | None = None) -> torch.Tensor:
     """Raw GGUF bytes (uint8, any shape) of a tensor of `shape` -> dense `dtype` tensor.
 
     Every value equals the float32 result cast to `dtype` (one rounding).
-    `out` (`dtype`) and `work` (float32, used when `dtype` cannot compute the
-    values exactly itself), each contiguous and at least the tensor's size,
-    let a caller reuse buffers across layers; the result is then a view of `out`.
+    `out` (`dtype`, at least the tensor's size) and `work` (float32, at least
+    `work_numel(...)`, used when `dtype` cannot compute the values exactly
+    itself), each contiguous, let a caller reuse buffers across layers; the
+    result is then a view of `out`.
     """
     numel = math.prod(shape)
     if type_name in FLOAT_TYPES:
         stored = raw.contiguous().view(FLOAT_TYPES[type_name]).view(shape)
         return stored.to(dtype) if out is None else out.view(-1)[:numel].view(shape).copy_(stored)
-    _, block_bytes = BLOCKS[type_name]
-    decoded = DECODERS[type_name](raw.reshape(-1, block_bytes))
+    per_block, block_bytes = BLOCKS[type_name]
+    blocks = raw.reshape(-1, block_bytes)
     if torch.compiler.is_compiling():
-        return _traced(decoded, dtype).view(shape)
+        return _traced(DECODERS[type_name](blocks), dtype).view(shape)
     result = torch.empty(numel, dtype=dtype, device=raw.device) if out is None else out.view(-1)[:numel]
-    codes, scale, offset = decoded
-    exact = _exact_in(dtype, type_name)
-    if exact:
-        values = result.view(codes.shape)
+    needed = work_numel(type_name, dtype, numel, raw.device)
+    if needed:
+        work = torch.empty(needed, device=raw.device) if work is None else work.view(-1)
     else:
-        values = (torch.empty(numel, device=raw.device) if work is None else work.view(-1)[:numel]).view(codes.shape)
-    if offset is None:  # one pass: the integer codes promote to the float dtype inside the multiply
-        torch.mul(codes, scale.to(values.dtype), out=values)
-    else:
-        values.copy_(codes)  # small integers: exact in every float dtype
-        values.mul_(scale.to(values.dtype))  # in place and in numpy's order: (d * sc) * q, then - dmin * m
-        values.sub_(offset.to(values.dtype))
-    if not exact:
-        result.copy_(values.view(-1))
+        work = None
+    step = _chunk_blocks(type_name, len(blocks), raw.device)
+    for first in range(0, len(blocks), step):
+        part = blocks[first:first + step]
+        _scale_into(DECODERS[type_name](part), result[first * per_block:(first + len(part)) * per_block], work)
     return result.view(shape)

@@ -121,15 +121,15 @@ class GGUFConv3d(nn.Conv3d):
 
 def _gguf_dense(raw: torch.Tensor, ggml_type: str, shape: tuple[int, ...], dtype: torch.dtype,
                 shared: bool) -> torch.Tensor:
-    from .gguf_decode import dequantize, needs_work_buffer
+    from .gguf_decode import dequantize, work_numel
 
     if not shared:
         return dequantize(raw, ggml_type, shape, dtype)
     numel = 1
     for size in shape:
         numel *= size
-    work = (SHARED.get(numel, torch.float32, raw.device, "work")
-            if needs_work_buffer(ggml_type, dtype) else None)
+    needed = work_numel(ggml_type, dtype, numel, raw.device)
+    work = SHARED.get(needed, torch.float32, raw.device, "work") if needed else None
     return dequantize(raw, ggml_type, shape, dtype, out=SHARED.get(numel, dtype, raw.device), work=work)
 
 
