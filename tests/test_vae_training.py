@@ -42,6 +42,24 @@ def test_gradients_reach_both_halves():
     assert vae.encoder.conv1.weight.grad.abs().sum() > 0 and vae.decoder.head[2].weight.grad.abs().sum() > 0
 
 
+def test_latent_noise_decodes_the_mean_plus_that_much_noise():
+    """latent_noise: the decoder reads mu + latent_noise * N(0, 1), drawn from the training generator."""
+    torch.manual_seed(1)
+    vae = WanVAE(VAEConfig(base_dim=8))
+    clips = _clips(2)
+    with torch.no_grad():
+        mu, _ = vae.moments(clips)
+        noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(3))
+        for amount in (0.0, 0.5):
+            recon = torch.cat(list(vae.reconstruct_chunks(mu + amount * noise, normalized=False)), dim=2)
+            expected = (recon - clips).square().mean()
+            got = vae_loss(vae, clips, 0.0, torch.Generator().manual_seed(3), sample_posterior=False,
+                           latent_noise=amount)
+            assert torch.allclose(got, expected, rtol=1e-5), amount
+        assert not torch.allclose(vae_loss(vae, clips, 0.0, torch.Generator().manual_seed(3), False, "mse", 0.5),
+                                  vae_loss(vae, clips, 0.0, torch.Generator().manual_seed(3), False, "mse", 0.0))
+
+
 def test_latent_statistics_are_saved_and_restored(tmp_path):
     clips = _clips(4)
     torch.manual_seed(0)

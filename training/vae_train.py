@@ -45,6 +45,10 @@ class VAETrainConfig:
     kl_weight: float = 1e-6
     reconstruction: str = "mse"  # or "l1"
     sample_posterior: bool = False  # decode the posterior mean (what the DiT sees) unless True
+    # Decode the posterior mean plus N(0, latent_noise^2) (raw latent units): every latent frame must then
+    # carry its content above one noise level, so the causal VAE cannot leave frame 0 (encoded alone) at a
+    # fraction of the others' scale, and the decoder learns to take small latent errors (the DiT's) calmly.
+    latent_noise: float = 0.0
     crop: int | None = None  # train on random crop x crop windows (multiples of 8): same convs, cheaper steps
     batch_size: int = 4
     eval_every: int = 100  # held-out reconstruction check during the clip steps; the best weights are kept
@@ -109,13 +113,19 @@ def _init_time_resample(conv: nn.Conv3d) -> None:
 
 
 def vae_loss(vae: WanVAE, video: torch.Tensor, kl_weight: float, generator: torch.Generator,
-             sample_posterior: bool = True, reconstruction: str = "mse") -> torch.Tensor:
-    """Reconstruction (MSE or L1) + kl_weight * KL(q(z|x) || N(0, 1)) for [B, 3, 1+4k, H, W] clips in [-1, 1]."""
+             sample_posterior: bool = True, reconstruction: str = "mse", latent_noise: float = 0.0) -> torch.Tensor:
+    """Reconstruction (MSE or L1) + kl_weight * KL(q(z|x) || N(0, 1)) for [B, 3, 1+4k, H, W] clips in [-1, 1].
+
+    The decoder reads the posterior mean, a posterior sample (`sample_posterior`), or either plus
+    N(0, latent_noise^2).
+    """
     mu, log_var = vae.moments(video)
     log_var = log_var.clamp(-30, 20)
     z = mu
     if sample_posterior:
         z = mu + torch.exp(0.5 * log_var) * torch.randn(mu.shape, generator=generator).to(mu.device)
+    if latent_noise > 0:
+        z = z + latent_noise * torch.randn(mu.shape, generator=generator).to(mu.device)
     recon = torch.cat(list(vae.reconstruct_chunks(z, normalized=False)), dim=2)
     kl = 0.5 * (mu.square() + log_var.exp() - 1 - log_var).mean()
     error = recon - video.float()
@@ -164,7 +174,7 @@ def train_vae(vae: WanVAE, clips: torch.Tensor, cfg: VAETrainConfig, held_out: t
     for step in range(total):
         vae.train()
         loss = vae_loss(vae, _batch(clips, cfg, step, generator), cfg.kl_weight, generator, cfg.sample_posterior,
-                        cfg.reconstruction)
+                        cfg.reconstruction, cfg.latent_noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
