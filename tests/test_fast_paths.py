@@ -21,7 +21,7 @@ from uniworld_core.model.dit import WanDiT
 from uniworld_core.model.rope import rope_tables
 from uniworld_core.quant import gguf_decode
 from uniworld_core.quant.gguf_decode import BLOCKS, dequantize
-from uniworld_core.quant.layers import SHARED, Fp8Linear, GGUFLinear
+from uniworld_core.quant.layers import SHARED, Fp8Linear, GGUFConv3d, GGUFLinear
 from uniworld_core.sampling.sampler import SamplerSettings, sample
 from uniworld_core.weights import containers
 from uniworld_core.weights.containers import open_weights
@@ -81,7 +81,7 @@ def test_fp16_computed_in_place_rounds_once_like_float32(name, monkeypatch):
     shape = (40 * 32 // 64, 64)
     expected = dequantize(raw, name, shape, torch.float32).to(torch.float16)
     exact = gguf_decode._exact_in
-    monkeypatch.setattr(gguf_decode, "_in_place", lambda dtype, type_name, device: exact(dtype, type_name))
+    monkeypatch.setattr(gguf_decode, "_in_place", lambda type_name, dtype, device: exact(dtype, type_name))
     assert gguf_decode.work_numel(name, torch.float16, 40 * 32, raw.device) == 0
     assert torch.equal(dequantize(raw, name, shape, torch.float16), expected)
 
@@ -106,6 +106,28 @@ def test_gguf_layers_share_one_buffer_and_each_sees_its_own_weight():
     assert SHARED.nbytes() >= 256 * 48 * 4, "inference writes weights into the shared buffer"
     assert torch.equal(out, expected) and torch.equal(again, expected)
     assert first.dequantize(torch.float32) is not first.dequantize(torch.float32), "dequantize() owns its result"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gguf_layers_in_half_precision_share_a_work_buffer_of_one_chunk(dtype, monkeypatch):
+    """A linear and a conv in bf16/fp16, decoded in several chunks through the shared float32 work buffer."""
+    monkeypatch.setattr(gguf_decode, "CPU_CHUNK_VALUES", 2 * 256)
+    linear = _gguf_linear("Q4_K", 48, 256, 6).to(dtype)
+    conv = torch.nn.Conv3d(4, 8, (1, 4, 4), bias=True)
+    gconv = GGUFConv3d(conv, "Q6_K", dtype)
+    gconv.weight = torch.nn.Parameter(random_blocks("Q6_K", 8 * 4 * 16 // 256, 7).reshape(-1), requires_grad=False)
+    gconv.bias.data = gconv.bias.data.to(dtype)
+    x, video = torch.randn(5, 256, dtype=dtype), torch.randn(1, 4, 2, 6, 6, dtype=dtype)
+    expected = F.linear(x, dequantize(linear.weight, "Q4_K", (48, 256), torch.float32).to(dtype), linear.bias)
+    expected_conv = F.conv3d(video, dequantize(gconv.weight, "Q6_K", (8, 4, 1, 4, 4), torch.float32).to(dtype),
+                             gconv.bias)
+    SHARED.clear()
+    with torch.no_grad():
+        assert torch.equal(linear(x), expected) and torch.equal(gconv(video), expected_conv)
+    work = [b for (_, d, role), b in SHARED._buffers.items() if role == "work"]
+    assert len(work) == 1 and work[0].dtype == torch.float32 and work[0].numel() == 2 * 256
+    with pytest.raises(ValueError, match="work_numel"):
+        dequantize(linear.weight, "Q4_K", (48, 256), dtype, work=torch.empty(100))
 
 
 def test_gguf_layers_under_autograd_keep_their_own_weights():

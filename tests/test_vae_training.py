@@ -119,3 +119,8 @@ def test_image_steps_then_clip_steps():
 def test_unknown_reconstruction_loss_is_refused():
     with pytest.raises(ValueError, match="reconstruction"):
         VAETrainConfig(reconstruction="ssim")
+
+
+def test_negative_latent_noise_is_refused():
+    with pytest.raises(ValueError, match="latent_noise"):
+        VAETrainConfig(latent_noise=-0.1)

@@ -57,6 +57,8 @@ class VAETrainConfig:
     def __post_init__(self):
         if self.reconstruction not in ("mse", "l1"):
             raise ValueError(f"VAETrainConfig.reconstruction is {self.reconstruction!r}; expected 'mse' or 'l1'")
+        if self.latent_noise < 0:
+            raise ValueError(f"VAETrainConfig.latent_noise is {self.latent_noise}; expected 0 (off) or more")
 
 
 def init_for_training(vae: WanVAE) -> WanVAE:
