@@ -35,17 +35,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_load import write_checkpoint  # noqa: E402
 
 from uniworld_core.device import cast_model  # noqa: E402
 from uniworld_core.model import (  # noqa: E402
-    DIT_PRESETS,
     DiTConfig,
     WanDiT,
     chunked_attention,
@@ -419,21 +420,10 @@ print(time.perf_counter() - start, (kib("VmHWM") - before) * 1024)
 """
 
 
-def write_dit_file(path: Path, preset: str, layers: int) -> int:
-    """A random bf16 DiT file of a preset's shapes with `layers` blocks; returns its size."""
-    from safetensors.torch import save_file
-
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in WanDiT(replace(DIT_PRESETS[preset], num_layers=layers)).state_dict().items()}
-    gen = torch.Generator().manual_seed(0)
-    save_file({k: (torch.randn(s, generator=gen) * 0.02).to(torch.bfloat16) for k, s in shapes.items()}, str(path))
-    return path.stat().st_size
-
-
 def bench_load(args) -> None:
     preset, layers = args.load_config.split(":")
     path = Path(args.dir) / f"bench_peers_{preset}_{layers}l_bf16.safetensors"
-    size = write_dit_file(path, preset, int(layers))
+    size = write_checkpoint(path, preset, int(layers))  # a random bf16 DiT file, as bench_load.py writes it
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     results: dict[str, list[tuple[float, int]]] = {"ours": [], "meta+assign": []}
     try:
