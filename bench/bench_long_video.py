@@ -42,6 +42,21 @@ BASELINES = {"flat frame": lambda t: t.target.mean(dim=(1, 2), keepdim=True).exp
 PROC = Path("/proc/self")  # per-chunk peaks need Linux: VmHWM, reset by writing 5 to clear_refs
 
 
+def return_freed_memory() -> None:
+    """Have glibc give every freed block of 64 KiB or more back to the OS (mmap), as tests/test_vae_memory does.
+
+    Otherwise freed tensors stay in malloc's heap, counted in RSS, and a chunk's peak depends on how the heap
+    happens to be fragmented: 674-806 MiB from chunk to chunk in one run, 505-508 MiB with this.
+    """
+    import ctypes
+    import ctypes.util
+
+    M_MMAP_THRESHOLD = -3
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not hasattr(libc, "mallopt") or not libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024):
+        print("note: not glibc; peak RSS includes memory malloc keeps after freeing")
+
+
 def reset_peak_rss() -> None:
     """Start a new peak-RSS measurement."""
     (PROC / "clear_refs").write_text("5")
@@ -115,6 +130,8 @@ def main() -> None:
     if not (PROC / "clear_refs").exists():
         parser.error("per-chunk peak memory needs Linux's /proc/self/clear_refs")
     from bench.eval_miniature import held_out
+
+    return_freed_memory()
 
     model = load_miniature(args.weights)
     defaults = miniature.defaults(args.weights)

@@ -18,7 +18,8 @@ def chunks_of(latent: dict) -> list[int]:
 
 class UniWorldExtendVideo:
     DESCRIPTION = ("Makes a video longer. continuation: the last latent frames are clean context and the DiT "
-                   "samples the next ones (weights trained for continuation). fallback: a new image-to-video "
+                   "samples the next ones, their colour statistics matched to that context (weights trained for "
+                   "continuation). fallback: a new image-to-video "
                    "run from the last frame, colour-matched and cross-faded at the join by UniWorld VAE Decode "
                    "(for weights that were not). Chain several for longer videos; each costs the same.")
     CATEGORY = CATEGORY

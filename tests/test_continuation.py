@@ -17,6 +17,7 @@ from uniworld_core.sampling.continuation import (
     crossfade,
     generate_long,
     match_colours,
+    match_statistics,
 )
 
 
@@ -91,13 +92,41 @@ def test_colour_matching_and_crossfade():
     assert torch.equal(faded[2:], frames[2:])
 
 
-@pytest.mark.parametrize("mode", ["on", "fallback"])
+def test_continued_latents_take_the_statistics_of_their_context_window():
+    gen = torch.Generator().manual_seed(8)
+    window = torch.randn(1, 16, 2, 4, 4, generator=gen) * torch.linspace(0.5, 2, 16)[:, None, None, None] + 3
+    new = torch.randn(1, 16, 3, 4, 4, generator=gen) * 0.7 - 1
+    matched = match_statistics(new, window)
+    dims = (0, 2, 3, 4)
+    assert torch.allclose(matched.mean(dim=dims), window.mean(dim=dims), atol=1e-5)
+    assert torch.allclose(matched.std(dim=dims), window.std(dim=dims), atol=1e-5)
+    # a per-channel affine map: each channel's pattern is kept
+    for channel in range(16):
+        assert torch.corrcoef(torch.stack([matched[0, channel].flatten(), new[0, channel].flatten()]))[0, 1] > 0.9999
+
+
+def test_long_videos_match_their_chunks_unless_asked_not_to(models):
+    dit, vae = models
+    image = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(4))
+    start = encode_start(vae, image, 32, 32, 0.1)
+    context = torch.randn(1, 5, dit.cfg.text_dim, generator=torch.Generator().manual_seed(5))
+    video = VideoSettings(width=32, height=32, num_frames=25, seed=1)
+    sampler = SamplerSettings(steps=2, shift=3.0, guidance_scale=1.0)
+    runs = {match: torch.cat(list(generate_long(dit, vae, start, context, None, video, sampler,
+                                                ContinuationSettings(new_frames=2, context_frames=2, first_frames=9,
+                                                                     match=match))))
+            for match in (True, False)}
+    assert torch.equal(runs[True][:9], runs[False][:9]), "the first run is not a continuation"
+    assert not torch.allclose(runs[True][9:], runs[False][9:], atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["on", "fallback", "on --no-match"])
 def test_the_main_job_makes_any_length(tmp_path, capsys, mode):
     from uniworld_core.__main__ import main
     from uniworld_core.media import read_webp
 
     out = tmp_path / "long.webp"
-    assert main(["generate", "--preset", "tiny", "--frames", "41", "--steps", "4", "--continuation", mode,
+    assert main(["generate", "--preset", "tiny", "--frames", "41", "--steps", "4", "--continuation", *mode.split(),
                  "--new-frames", "3", "--context-frames", "2", "--cache", "adaptive:5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "chunk 3: 41/41 frames" in printed

@@ -308,7 +308,8 @@ def _continuation(args: argparse.Namespace, preset: str | None) -> ContinuationS
               f"{'continuation' if mode == 'on' else 'the chained image-to-video fallback'}")
     else:
         mode = args.continuation
-    return ContinuationSettings(args.new_frames, args.context_frames, args.run_frames, fallback=mode == "fallback")
+    return ContinuationSettings(args.new_frames, args.context_frames, args.run_frames, fallback=mode == "fallback",
+                                match=not args.no_match)
 
 
 def _render_long(stack: Stack, args: argparse.Namespace, device: torch.device, cache: CacheSettings,

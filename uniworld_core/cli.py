@@ -255,6 +255,9 @@ def parser() -> argparse.ArgumentParser:
                      "continuation sees (default 4; the miniature: its card's)")
     gen.add_argument("--new-frames", type=int, help="latent frames each continuation adds (default 9 = 36 "
                      "frames; the miniature: its card's)")
+    gen.add_argument("--no-match", action="store_true", help="long videos: keep each chunk's colours as sampled "
+                     "(by default they are matched to what the chunk continues, against drift; turn it off for "
+                     "videos whose lighting should change)")
     gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
                      "forwards while the output changes little; threshold default 0.2), wan[:attention:uncond "
                      "intervals[:attention start:uncond start]] (the Wan report's attention and unconditional "

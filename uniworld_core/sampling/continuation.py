@@ -4,7 +4,11 @@ Continuation (as the Uniworld-OSP2.0 report plans it): the last `context_frames`
 frames of the video so far are clean context, concatenated in time before the noise; the
 DiT sees them at timestep 0 and samples only the new frames. Every chunk keeps the start
 frame's conditioning (the latent shift by proj(z_img) and its Fourier features) and the
-prompt; the context window carries what the video has become. The latents form one causal
+prompt; the context window carries what the video has become. With `match` (the default) each
+chunk's latents are shifted and scaled per channel to the mean and spread of the context window it
+continues: the miniature's continuations otherwise drift in colour and contrast from chunk to chunk
+(docs/benchmarks.md). It pins the video's global colour statistics, so turn it off for weights whose
+videos should change lighting over time. The latents form one causal
 sequence, decoded chunk by chunk with one cache (`model.vae.StreamingDecoder`), so memory
 and time per chunk do not grow with the length. This needs weights trained for it.
 
@@ -40,7 +44,7 @@ class ContinuationSettings:
     first_frames: int = 49  # video frames of the first (I2SV) run
     fallback: bool = False  # chained I2SV from the last frame, for weights without continuation training
     crossfade: int = 2  # fallback: frames over which a join is blended
-    match: bool = True  # fallback: match each chunk's colours to the frame it continues
+    match: bool = True  # match each chunk's colour statistics to what it continues (see the module docstring)
 
     def __post_init__(self):
         if self.new_frames < 1 or self.context_frames < 1 or self.first_frames < 5 or (self.first_frames - 1) % 4:
@@ -59,6 +63,22 @@ def continue_latents(dit: WanDiT, start: StartFrame, video: torch.Tensor, contex
     return sample(dit, initial_noise(shape, seed, device), start.latents.to(device), context.to(device, dtype),
                   None if negative is None else negative.to(device, dtype), sampler, progress=progress,
                   high_frequencies=start.high_frequencies.to(device), stats=stats, prefix=window)
+
+
+def match_statistics(new: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """New latent frames [B, z, T, h, w] shifted and scaled per channel to the mean and spread of the
+    context `window` [B, z, K, h, w] they continue."""
+    dims = (2, 3, 4)
+    spread = window.std(dim=dims, keepdim=True) / new.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    return (new - new.mean(dim=dims, keepdim=True)) * spread + window.mean(dim=dims, keepdim=True)
+
+
+def _continued(dit, start, video, context, negative, sampler, new_frames, settings, seed, progress, stats=None):
+    """`continue_latents`, then (with `settings.match`) matched to the context window's statistics."""
+    new = continue_latents(dit, start, video, context, negative, sampler, new_frames, settings.context_frames, seed,
+                           progress, stats)
+    window = video[:, :, -settings.context_frames:].to(new.device)
+    return match_statistics(new, window.to(new.dtype)) if settings.match else new
 
 
 def chunk_sizes(total_frames: int, settings: ContinuationSettings) -> list[int]:
@@ -97,8 +117,8 @@ def generate_long(dit: WanDiT, vae: WanVAE, start: StartFrame, context: torch.Te
     yield _frames(decoder(latents))
     window = latents
     for index, size in enumerate(sizes[1:], start=1):
-        new = continue_latents(dit, start, window, context, negative, sampler, size, settings.context_frames,
-                               video.seed + index, progress, stats)
+        new = _continued(dit, start, window, context, negative, sampler, size, settings, video.seed + index,
+                         progress, stats)
         yield _frames(decoder(new))
         window = torch.cat([window, new], dim=2)[:, :, -settings.context_frames:]  # bounded: same cost per chunk
 
@@ -143,8 +163,7 @@ def extend_latents(dit: WanDiT, vae: WanVAE, latents: torch.Tensor, chunks: list
     whose first decoded frame repeats the previous last frame: `decode_chunked` drops it).
     """
     if not settings.fallback:
-        new = continue_latents(dit, start, latents, context, negative, sampler, add, settings.context_frames,
-                               seed, progress)
+        new = _continued(dit, start, latents, context, negative, sampler, add, settings, seed, progress)
         return torch.cat([latents, new.to(latents.device)], dim=2), [*chunks[:-1], chunks[-1] + add]
     last_frame = _frames(vae.decode(latents[:, :, -chunks[-1]:]))[-1]
     height, width = latents.shape[3] * vae.cfg.spatial_factor, latents.shape[4] * vae.cfg.spatial_factor
