@@ -102,6 +102,8 @@ def train(folder: Path, mode: str, sequence: int, checkpointing: bool) -> None:
     result = step_gradients(mode, sequence, checkpointing, acc)
     if acc.is_main_process:
         torch.save(result, folder / f"train{acc.num_processes}.pt")
+    acc.wait_for_everyone()
+    acc.end_training()  # as training.run.train does (an exit with the group alive can abort)
 
 
 def fail(folder: Path, how: str, timeout_s: float) -> int:

@@ -132,4 +132,10 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
     if acc.is_main_process:
         print()
     trainer.save(out / "checkpoint")
-    return trainer.export(out / "export")
+    exported = trainer.export(out / "export")
+    if accelerator is None and acc.num_processes > 1:
+        # A process that exits with the process group alive can abort in the teardown of its threads ("terminate
+        # called without an active exception", SIGABRT: a finished run reported as failed); end it once all are done.
+        acc.wait_for_everyone()
+        acc.end_training()
+    return exported
