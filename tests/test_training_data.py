@@ -112,21 +112,31 @@ def test_training_command_runs_and_resumes(meta, tmp_path):
     assert longer.is_file()
 
 
+def _train_in_two_processes(tmp_path, batch_size: int) -> subprocess.CompletedProcess:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(dict(mode="lora", steps=2, batch_size=batch_size, lr=1e-3, lora_rank=4,
+                                      output_dir=str(tmp_path / "run"))))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29535", "-m", "training", "train", "--config", str(config), "--cache",
+                           str(tmp_path / "cache"), "--dit", str(tmp_path / "dit.safetensors")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
 def test_the_training_command_in_two_processes_ends_cleanly(meta, tmp_path):
-    """`torchrun -m training train`: both processes train, one exports, and every process exits with 0."""
+    """`torchrun -m training train`: both processes train, one exports, and every process exits with 0;
+    a batch the processes cannot share is refused with what to do."""
     _cache(meta, tmp_path / "cache")
     torch.manual_seed(0)
     save_file(WanDiT(DiTConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32,
                                text_dim=TEXT_DIM)).state_dict(), str(tmp_path / "dit.safetensors"))
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(dict(mode="lora", steps=2, batch_size=2, lr=1e-3, lora_rank=4,
-                                      output_dir=str(tmp_path / "run"))))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29535", "-m", "training", "train", "--config", str(config), "--cache",
-                           str(tmp_path / "cache"), "--dit", str(tmp_path / "dit.safetensors")],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    refused = _train_in_two_processes(tmp_path, batch_size=1)
+    assert refused.returncode != 0
+    assert "error: batch_size 1 is not a multiple of the 2 data-parallel shares" in refused.stderr
+    assert "set batch_size to a multiple of 2" in refused.stderr
+    assert "training/run.py" not in refused.stderr, "a clear error, not our traceback (torchrun adds its own)"
+    done = _train_in_two_processes(tmp_path, batch_size=2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "run" / "export" / "lora.safetensors").is_file()
     assert "terminate called" not in done.stderr

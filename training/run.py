@@ -16,7 +16,7 @@ from uniworld_core.model import DIT_TEXT_DIM, EncoderAdapter
 from uniworld_core.weights import load, load_adapter
 
 from .cache import CachedClips, epoch_batches
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import log
 from .sharding import is_sharded
 from .trainer import Trainer
@@ -85,8 +85,9 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
     data = CachedClips(cache_dir)
     shares = acc.num_processes // cfg.sequence_parallel  # processes of one sequence group share their samples
     if cfg.batch_size % shares:
-        raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {shares} data-parallel shares "
-                         f"({acc.num_processes} processes / sequence_parallel {cfg.sequence_parallel})")
+        raise ConfigError(f"batch_size {cfg.batch_size} is not a multiple of the {shares} data-parallel shares "
+                          f"({acc.num_processes} processes / sequence_parallel {cfg.sequence_parallel}); set "
+                          f"batch_size to a multiple of {shares} or launch fewer processes")
     # under FSDP the whole DiT is read into host memory once per process; sharding moves only its slice to the GPU
     dit = load(dit_path, "dit", "cpu" if is_sharded(acc) else acc.device, torch.float32).model
     adapter = _adapter(cfg, adapter_path, data.empty.shape[-1], dit.cfg.text_dim)
