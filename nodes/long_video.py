@@ -52,17 +52,21 @@ class UniWorldExtendVideo:
                          max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
         }, "optional": {
             "cache": spec(CACHE, "From UniWorld Cache (default: off)."),
+            "match_colours": spec("BOOLEAN", "continuation: match the new frames' colour statistics to the frames "
+                                  "they continue, against drift from chunk to chunk; off for videos whose lighting "
+                                  "should change. (The fallback's runs are matched by UniWorld VAE Decode.)",
+                                  default=True),
         }}
 
     def extend(self, model, vae, positive, negative, fourier, latent, add_frames, context_frames, mode, steps, cfg,
-               shift, seed, cache=None):
+               shift, seed, cache=None, match_colours=True):
         if add_frames % 4:
             raise InputError(f"add_frames {add_frames}", "a multiple of 4 (one latent frame is 4 frames)")
         chunks = chunks_of(latent)
         height, width = (n * vae.vae.cfg.spatial_factor for n in latent["samples"].shape[3:])
         fourier.check_matches(VideoSettings(width=width, height=height))
         settings = ContinuationSettings(new_frames=add_frames // 4, context_frames=context_frames,
-                                        fallback=mode != MODES[0])
+                                        fallback=mode != MODES[0], match=match_colours)
         sampler = SamplerSettings(steps=steps, shift=shift, guidance_scale=cfg, fourier_ratio=fourier.fourier_ratio,
                                   cache=cache or CacheSettings())
         hook = comfy_env.progress_hook(steps, latent_preview)

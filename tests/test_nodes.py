@@ -20,6 +20,7 @@ import sys
 import weakref
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from comfyui_standins import ComfyStandIn, write_model_files
@@ -411,6 +412,29 @@ def test_the_cache_node_feeds_the_sampler(request, capsys):
     runner.execute(prompt)
     printed = capsys.readouterr().out
     assert "[UniWorld] cache:" in printed and "DiT forwards run" in printed
+
+
+def test_extend_video_matches_colours_unless_switched_off(runnable):
+    """Continuation chunks are matched to their context by default; a workflow saved before the input existed
+    (no match_colours) gets the default."""
+    import av
+
+    runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
+    videos = {}
+    for match in (True, False, None):
+        prompt = _small_prompt(runnable, REPO / "workflows" / "long_video.json")
+        for key in [k for k, v in prompt.items() if v["class_type"] == "UniWorldExtendVideo"]:
+            prompt[key]["inputs"].update(add_frames=4, context_frames=1, match_colours=match)
+            if match is None:
+                del prompt[key]["inputs"]["match_colours"]
+        ui = runner.execute(prompt)
+        path = next(Path(v) for result in ui.values() for v in (result or {}).get("videos", []))
+        with av.open(str(path)) as container:
+            videos[match] = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert np.array_equal(videos[None], videos[True])
+    first = SMALL["frames"]  # the Sampler's run is the same either way; the extensions differ
+    assert np.array_equal(videos[True][:first], videos[False][:first])
+    assert not np.array_equal(videos[True][first:], videos[False][first:])
 
 
 @pytest.mark.parametrize("mode", ["continuation", "fallback: chained image-to-video"])

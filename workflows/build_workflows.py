@@ -364,7 +364,7 @@ def long_video(classes) -> dict:
     decode = rest[0][0]
     previous, extends = sampler[0], []
     for n in range(4):
-        extend = g.node("UniWorldExtendVideo", [12, 2, "continuation", 30, 2.0, 3.0, 100 + n, "fixed"])
+        extend = g.node("UniWorldExtendVideo", [12, 2, "continuation", 30, 2.0, 3.0, 100 + n, "fixed", True])
         for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (encode, 0),
                                   "negative": (encode, 1), "fourier": (fourier, 0), "latent": (previous, 0)}.items():
             g.link(src, slot, extend, name)
