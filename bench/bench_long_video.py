@@ -1,6 +1,6 @@
 """Long videos measured on held-out toy clips 4x a run's length: continuation, the fallback, naive chaining.
 
-    python bench/bench_long_video.py [--weights uniworld_core/miniature_model] [--clips 20] [--chunks N]
+    python bench/bench_long_video.py [--weights uniworld_core/miniature_model] [--clips 20] [--chunks N] [--card]
 
 Next to them, trivial clips made from the truth (a flat frame of each frame's mean colour, the
 object-absent clip, the first target frame held still, the truth itself) are measured the same way.
@@ -114,6 +114,28 @@ def run_way(model, truth: Truth, settings: ContinuationSettings, sampler: Sample
     return torch.cat(chunks), costs
 
 
+def card_section(results: dict, frames: int, clips: int) -> dict:
+    """The card's `long_video` entry: the ways, the baselines (no time or memory) and issue #23's bars."""
+    cont, ways = results.get("continuation"), {k: v for k, v in results.items() if k in WAYS}
+    baselines = {k: {m: v[m] for m in ("object_score", "centroid_error_px", "colour_drift_255", "join_discontinuity")}
+                 for k, v in results.items() if k in BASELINES}
+    bars = {}
+    if cont and len(cont["object_score"]) >= 4:
+        first, fourth = cont["object_score"][0], cont["object_score"][3]
+        flat = [max(v[1:]) <= 1.1 * min(v[1:]) for v in (cont["seconds_per_chunk"], cont["peak_rss_mib"])]
+        bars = {"4th chunk object score >= 0.8x the first's": bool(first and first > 0 and fourth >= 0.8 * first),
+                "join discontinuity <= 1.5": cont["join_discontinuity"] <= 1.5,
+                "colour drift <= 3/255 over 4 chunks": max(cont["colour_drift_255"][:4]) <= 3,
+                "time and memory per chunk flat within 10% from chunk 2": all(flat)}
+    if "fallback" in results and "naive chaining" in results:
+        fallback, naive = results["fallback"], results["naive chaining"]
+        bars["fallback beats naive chaining on drift and joins"] = (
+            fallback["colour_drift_255"][-1] < naive["colour_drift_255"][-1]
+            and fallback["join_discontinuity"] < naive["join_discontinuity"])
+    return {"command": f"OMP_NUM_THREADS=1 python bench/bench_long_video.py --clips {clips} --card", "frames": frames,
+            "clips": clips, "results": ways, "bars_met": bars, "baselines": baselines}
+
+
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -126,6 +148,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, help="runs per video (default: the fewest making 4x a run's length)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_long_video.json"))
     parser.add_argument("--ways", default=",".join([*WAYS, *BASELINES]), help="comma-separated ways and baselines")
+    parser.add_argument("--card", action="store_true", help="write the results and bars into WEIGHTS/card.json")
     args = parser.parse_args()
     if not (PROC / "clear_refs").exists():
         parser.error("per-chunk peak memory needs Linux's /proc/self/clear_refs")
@@ -172,6 +195,11 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"weights": str(args.weights), "frames": frames, "clips": args.clips,
                                     "results": results}, indent=2))
+    if args.card:
+        card_file = args.weights / "card.json"
+        card_json = json.loads(card_file.read_text())
+        card_json["long_video"] = card_section(results, frames, args.clips)
+        card_file.write_text(json.dumps(card_json, indent=2) + "\n")
 
 
 if __name__ == "__main__":

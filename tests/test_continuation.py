@@ -154,3 +154,24 @@ def test_a_too_long_or_badly_split_video_is_refused_up_front(tmp_path, capsys):
     assert main(["generate", "--preset", "tiny", "--frames", "41", "--new-frames", "0",
                  "--out", str(tmp_path / "x.webp")]) == 2
     assert "--new-frames 0" in capsys.readouterr().err
+
+
+def test_the_long_video_card_section_reads_the_bars_from_the_numbers():
+    from bench.bench_long_video import card_section
+
+    def way(score, drift, join, seconds=(1.0, 0.8, 0.8, 0.85, 0.8), rss=(500, 505, 506, 506, 507)):
+        return {"object_score": list(score), "centroid_error_px": [1.0] * 5, "colour_drift_255": list(drift),
+                "join_discontinuity": join, "seconds_per_chunk": list(seconds), "peak_rss_mib": list(rss)}
+
+    good = {"continuation": way([0.5, 0.45, 0.42, 0.41, 0.4], [0, 1, 2, 2.9, 3.5], 1.4),
+            "fallback": way([0.5] * 5, [0, 5, 9, 12, 20], 1.5), "naive chaining": way([0.5] * 5, [0, 9, 19, 30, 40], 9),
+            "truth": way([1] * 5, [0, 0.5, 0.6, 0.7, 0.2], 0.9)}
+    section = card_section(good, 53, 3)
+    assert all(section["bars_met"].values()) and len(section["bars_met"]) == 5
+    assert set(section["results"]) == {"continuation", "fallback", "naive chaining"}
+    assert "seconds_per_chunk" not in section["baselines"]["truth"]
+    bad = {**good, "continuation": way([0.5, 0.3, 0.3, 0.39, 0.3], [0, 1, 2, 3.1, 3], 1.6,
+                                       rss=(500, 505, 600, 506, 507))}
+    assert not any(v for k, v in card_section(bad, 53, 3)["bars_met"].items() if "fallback" not in k)
+    negative_first = {**good, "continuation": way([-0.1, -0.5, -0.3, -0.05, 0], [0] * 5, 1.0)}
+    assert not card_section(negative_first, 53, 3)["bars_met"]["4th chunk object score >= 0.8x the first's"]

@@ -244,20 +244,7 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--compile", action="store_true", help="compile the DiT block with torch.compile "
                      "(once per video size; falls back to eager with a message when the compiler fails)")
     _memory_options(gen)
-    gen.add_argument("--continuation", default="auto", choices=["auto", "on", "fallback"],
-                     help="beyond one run's frames (--run-frames): 'on' continues the video "
-                     "from its last latent frames (weights trained for it), 'fallback' chains image-to-video "
-                     "runs from the last frame with colour matching; auto (default) picks 'on' when the model "
-                     "says it was trained for continuation")
-    gen.add_argument("--run-frames", type=int, help="frames of one sampling run: a longer --frames is made of "
-                     "continuations (default: the miniature's 17; 81 for weight files, Wan2.1's training length)")
-    gen.add_argument("--context-frames", type=int, help="latent frames of the video so far that each "
-                     "continuation sees (default 4; the miniature: its card's)")
-    gen.add_argument("--new-frames", type=int, help="latent frames each continuation adds (default 9 = 36 "
-                     "frames; the miniature: its card's)")
-    gen.add_argument("--no-match", action="store_true", help="long videos: keep each chunk's colours as sampled "
-                     "(by default they are matched to what the chunk continues, against drift; turn it off for "
-                     "videos whose lighting should change)")
+    _long_video_options(gen)
     gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "
                      "forwards while the output changes little; threshold default 0.2), wan[:attention:uncond "
                      "intervals[:attention start:uncond start]] (the Wan report's attention and unconditional "
@@ -297,6 +284,24 @@ def _setting_options(gen: argparse.ArgumentParser) -> None:
         gen.add_argument(f"--{name}", type=kind, help=f"{meaning} (default: {getattr(REPORT, key):g} for "
                          f"real weights, {getattr(mini, key):g} for the miniature, {getattr(TINY, key):g} "
                          "for tiny)")
+
+
+def _long_video_options(gen: argparse.ArgumentParser) -> None:
+    """How a video longer than one run is made (docs/long_video.md)."""
+    gen.add_argument("--continuation", default="auto", choices=["auto", "on", "fallback"],
+                     help="beyond one run's frames (--run-frames): 'on' continues the video "
+                     "from its last latent frames (weights trained for it), 'fallback' chains image-to-video "
+                     "runs from the last frame with colour matching; auto (default) picks 'on' when the model "
+                     "says it was trained for continuation")
+    gen.add_argument("--run-frames", type=int, help="frames of one sampling run: a longer --frames is made of "
+                     "continuations (default: the miniature's 17; 81 for weight files, Wan2.1's training length)")
+    gen.add_argument("--context-frames", type=int, help="latent frames of the video so far that each "
+                     "continuation sees (default 4; the miniature: its card's)")
+    gen.add_argument("--new-frames", type=int, help="latent frames each continuation adds (default 9 = 36 "
+                     "frames; the miniature: its card's)")
+    gen.add_argument("--no-match", action="store_true", help="long videos: keep each chunk's colours as sampled "
+                     "(by default they are matched to what the chunk continues, against drift; turn it off for "
+                     "videos whose lighting should change)")
 
 
 def _memory_options(gen: argparse.ArgumentParser) -> None:
