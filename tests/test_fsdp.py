@@ -58,9 +58,8 @@ result = {{"straight": params(straight), "resumed": params(resumed), "sharded": 
     [type(p).__name__ == "DTensor" for p in straight.dit.parameters()])}}
 if acc.is_main_process:
     torch.save(result, out)
-if os.environ.get("UNIWORLD_TEST_NO_END") is None:
-    acc.wait_for_everyone()
-    acc.end_training()  # as training.run.train does: an exit with the process group alive can abort (SIGABRT)
+acc.wait_for_everyone()
+acc.end_training()  # as training.run.train does: an exit with the process group alive can abort (SIGABRT)
 """
 
 
