@@ -6,7 +6,7 @@ from ..uniworld_core import REPORT, InputError, SamplerSettings, VideoSettings, 
 from ..uniworld_core.sampling import CacheSettings, ContinuationSettings, extend_latents
 from . import comfy_env
 from .sampling import latent_preview
-from .types import CACHE, CATEGORY, CHUNKS_KEY, COND, DIT, FOURIER, VAE, bounds, spec
+from .types import CACHE, CATEGORY, CHUNKS_KEY, COND, DIT, FOURIER, JOINS_KEY, VAE, bounds, spec
 
 MODES = ["continuation", "fallback: chained image-to-video"]
 
@@ -18,8 +18,8 @@ def chunks_of(latent: dict) -> list[int]:
 
 class UniWorldExtendVideo:
     DESCRIPTION = ("Makes a video longer. continuation: the last latent frames are clean context and the DiT "
-                   "samples the next ones, their colour statistics matched to that context (weights trained for "
-                   "continuation). fallback: a new image-to-video "
+                   "samples the next ones, their colours matched to the video's (weights trained for continuation; "
+                   "UniWorld VAE Decode cross-fades the join). fallback: a new image-to-video "
                    "run from the last frame, colour-matched and cross-faded at the join by UniWorld VAE Decode "
                    "(for weights that were not). Chain several for longer videos; each costs the same.")
     CATEGORY = CATEGORY
@@ -52,9 +52,10 @@ class UniWorldExtendVideo:
                          max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
         }, "optional": {
             "cache": spec(CACHE, "From UniWorld Cache (default: off)."),
-            "match_colours": spec("BOOLEAN", "continuation: match the new frames' colour statistics to the frames "
-                                  "they continue, against drift from chunk to chunk; off for videos whose lighting "
-                                  "should change. (The fallback's runs are matched by UniWorld VAE Decode.)",
+            "match_colours": spec("BOOLEAN", "continuation: match the new frames' colours to the frames they "
+                                  "continue and to the first run's, against drift from chunk to chunk; off for "
+                                  "videos whose lighting should change. (The fallback's runs are matched by "
+                                  "UniWorld VAE Decode.)",
                                   default=True),
         }}
 
@@ -80,7 +81,10 @@ class UniWorldExtendVideo:
                 comfy_env.release_memory()
                 raise
             samples = vae.vae.denormalize(latents).cpu()
-        return ({"samples": samples, CHUNKS_KEY: chunks},)
+        joins = list(latent.get(JOINS_KEY) or [])
+        if not settings.fallback:  # UniWorld VAE Decode smooths the colour and the join there
+            joins.append([latent["samples"].shape[2], match_colours])
+        return ({"samples": samples, CHUNKS_KEY: chunks, JOINS_KEY: joins},)
 
 
 NODES = {"UniWorldExtendVideo": (UniWorldExtendVideo, "UniWorld Extend Video")}

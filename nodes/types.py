@@ -14,6 +14,7 @@ DIT, VAE, TEXT_ENCODER = "UNIWORLD_DIT", "UNIWORLD_VAE", "UNIWORLD_TEXT_ENCODER"
 COND, STYLE, FOURIER = "UNIWORLD_COND", "UNIWORLD_STYLE", "UNIWORLD_FOURIER"
 CACHE = "UNIWORLD_CACHE"
 CHUNKS_KEY = "uniworld_chunks"  # LATENT entry: latent frames of each separately decoded run
+JOINS_KEY = "uniworld_joins"  # LATENT entry: [latent frame, match colours] where each continuation begins
 CATEGORY = "UniWorld"
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ..uniworld_core import VideoSettings
 from ..uniworld_core.media import frames_to_video, video_to_frames
-from ..uniworld_core.sampling import decode_chunked, latent_shape
+from ..uniworld_core.sampling import decode_chunked, frame_index, latent_shape, smooth_joins
 from . import comfy_env
-from .types import CATEGORY, CHUNKS_KEY, VAE, size_inputs, spec
+from .types import CATEGORY, CHUNKS_KEY, JOINS_KEY, VAE, size_inputs, spec
 
 
 class UniWorldVAEEncode:
@@ -57,21 +57,28 @@ class UniWorldVAEDecode:
         }}
 
     def decode(self, vae, latent, tiled, tile_size, tile_overlap):
+        chunks = latent.get(CHUNKS_KEY) or [latent["samples"].shape[2]]
+        frames = self._decode(vae, latent, chunks, tiled, tile_size, tile_overlap)
+        joins = latent.get(JOINS_KEY)  # where Extend Video's continuations begin
+        if joins:
+            frames = smooth_joins(frames, [(frame_index(at, chunks), bool(match)) for at, match in joins])
+        return (frames,)
+
+    def _decode(self, vae, latent, chunks, tiled, tile_size, tile_overlap):
         samples = latent["samples"].to(vae.device)
-        chunks = latent.get(CHUNKS_KEY) or [samples.shape[2]]
         if len(chunks) > 1:  # runs chained by Extend Video's fallback: each decoded on its own, then joined
             if tiled:
                 print("[UniWorld] VAE Decode: the fallback's chained runs are decoded whole frames, one run at a "
                       "time; 'tiled' applies to single runs only")
             with vae.placement.active():
-                return (decode_chunked(vae.vae, vae.vae.normalize(samples), chunks),)
+                return decode_chunked(vae.vae, vae.vae.normalize(samples), chunks)
         hook = comfy_env.progress_hook(samples.shape[2])
         with vae.placement.active():
             if tiled:
                 video = vae.vae.decode_tiled(samples, tile_size, tile_overlap, normalized=False)
             else:
                 video = vae.vae.decode(samples, normalized=False, progress=hook)
-        return (video_to_frames(video).cpu(),)
+        return video_to_frames(video).cpu()
 
 
 NODES = {"UniWorldVAEEncode": (UniWorldVAEEncode, "UniWorld VAE Encode"),

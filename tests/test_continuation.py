@@ -9,15 +9,19 @@ from tiny_models import tiny_dit
 from uniworld_core import InputError
 from uniworld_core.model import VAEConfig, WanVAE
 from uniworld_core.model.vae import StreamingDecoder
-from uniworld_core.sampling import SamplerSettings, VideoSettings, encode_start
+from uniworld_core.sampling import SamplerSettings, VideoSettings, encode_start, generate_latents
 from uniworld_core.sampling.continuation import (
     ContinuationSettings,
+    JoinSmoother,
     chunk_sizes,
     continue_latents,
     crossfade,
+    extend_latents,
+    frame_index,
     generate_long,
     match_colours,
     match_statistics,
+    smooth_joins,
 )
 
 
@@ -175,3 +179,51 @@ def test_the_long_video_card_section_reads_the_bars_from_the_numbers():
     assert not any(v for k, v in card_section(bad, 53, 3)["bars_met"].items() if "fallback" not in k)
     negative_first = {**good, "continuation": way([-0.1, -0.5, -0.3, -0.05, 0], [0] * 5, 1.0)}
     assert not card_section(negative_first, 53, 3)["bars_met"]["4th chunk object score >= 0.8x the first's"]
+
+
+@pytest.mark.parametrize("match", [True, False])
+def test_later_chunks_keep_the_first_chunks_colour_and_fade_in(match):
+    gen = torch.Generator().manual_seed(9)
+    first = torch.rand(5, 8, 8, 3, generator=gen) * 0.4 + 0.1
+    later = torch.rand(6, 8, 8, 3, generator=gen) * 0.4 + 0.4
+    smoother = JoinSmoother(fade=2)
+    assert torch.equal(smoother(first, match), first)
+    out = smoother(later, match)
+    shifted = later - later.mean(dim=(0, 1, 2)) + first.mean(dim=(0, 1, 2)) if match else later
+    assert torch.allclose(out[2:], shifted[2:], atol=1e-6)
+    assert torch.allclose(out[0], first[-1] * 2 / 3 + shifted[0] / 3, atol=1e-6)
+    assert torch.allclose(out[1], first[-1] / 3 + shifted[1] * 2 / 3, atol=1e-6)
+    if match:  # the new chunk's mean colour, away from the fade, is the first chunk's
+        assert torch.allclose(out[2:].mean(dim=(0, 1, 2)), first.mean(dim=(0, 1, 2)), atol=0.02)
+    assert torch.equal(smooth_joins(torch.cat([first, later]), [(5, match)]), torch.cat([first, out]))
+
+
+def test_latent_frames_map_to_the_frames_they_decode_to():
+    assert [frame_index(t, [7]) for t in (1, 3, 6)] == [1, 9, 21]
+    # a fallback run after it: its first latent frame is the start frame, dropped when decoded
+    assert [frame_index(t, [3, 4]) for t in (4, 6)] == [9, 17]
+    for bad in (0, 3, 7):
+        with pytest.raises(InputError, match="a latent frame inside a run"):
+            frame_index(bad, [3, 4])
+
+
+def test_extending_latents_then_decoding_equals_generate_long(models):
+    """The node path (Extend Video, then VAE Decode's smoothing) makes the frames of the streaming API."""
+    dit, vae = models
+    image = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(4))
+    start = encode_start(vae, image, 32, 32, 0.1)
+    context = torch.randn(1, 5, dit.cfg.text_dim, generator=torch.Generator().manual_seed(5))
+    sampler = SamplerSettings(steps=2, shift=3.0, guidance_scale=1.0)
+    settings = ContinuationSettings(new_frames=2, context_frames=2, first_frames=9)
+    video = VideoSettings(width=32, height=32, num_frames=25, seed=1)
+    streamed = torch.cat(list(generate_long(dit, vae, start, context, None, video, sampler, settings)))
+    latents = generate_latents(dit, vae, None, context, None, VideoSettings(width=32, height=32, num_frames=9, seed=1),
+                               sampler, start=start)
+    chunks, joins = [latents.shape[2]], []
+    for index in (1, 2):
+        joins.append((frame_index(latents.shape[2], [latents.shape[2] + 2]), True))
+        latents, chunks = extend_latents(dit, vae, latents, chunks, start, context, None, sampler, settings, 2,
+                                         seed=1 + index)
+    frames = vae.decode(latents).clamp(-1, 1)[0].permute(1, 2, 3, 0) * 0.5 + 0.5
+    assert chunks == [7] and [at for at, _ in joins] == [9, 17]
+    assert torch.allclose(smooth_joins(frames, joins), streamed, atol=1e-5)

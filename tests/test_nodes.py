@@ -20,7 +20,6 @@ import sys
 import weakref
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from comfyui_standins import ComfyStandIn, write_model_files
@@ -414,12 +413,15 @@ def test_the_cache_node_feeds_the_sampler(request, capsys):
     assert "[UniWorld] cache:" in printed and "DiT forwards run" in printed
 
 
-def test_extend_video_matches_colours_unless_switched_off(runnable):
+def test_extend_video_matches_colours_unless_switched_off(runnable, monkeypatch):
     """Continuation chunks are matched to their context by default; a workflow saved before the input existed
-    (no match_colours) gets the default."""
-    import av
-
+    (no match_colours) gets the default. Compared on VAE Decode's frames (H.264 would mix the frames)."""
     runner = importlib.import_module(f"{runnable.__name__}.nodes.headless.runner")
+    standins = importlib.import_module(f"{runnable.__name__}.nodes.headless.standins")
+    made = []
+    monkeypatch.setattr(standins.StandInCreateVideo, "create",
+                        lambda self, images, fps, audio=None: (made.append(images.clone()), (None,))[1])
+    monkeypatch.setattr(standins.StandInSaveVideo, "save", lambda self, *a, **k: {"ui": {}, "result": ()})
     videos = {}
     for match in (True, False, None):
         prompt = _small_prompt(runnable, REPO / "workflows" / "long_video.json")
@@ -427,14 +429,12 @@ def test_extend_video_matches_colours_unless_switched_off(runnable):
             prompt[key]["inputs"].update(add_frames=4, context_frames=1, match_colours=match)
             if match is None:
                 del prompt[key]["inputs"]["match_colours"]
-        ui = runner.execute(prompt)
-        path = next(Path(v) for result in ui.values() for v in (result or {}).get("videos", []))
-        with av.open(str(path)) as container:
-            videos[match] = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    assert np.array_equal(videos[None], videos[True])
+        runner.execute(prompt)
+        videos[match] = made.pop()
+    assert torch.equal(videos[None], videos[True])
     first = SMALL["frames"]  # the Sampler's run is the same either way; the extensions differ
-    assert np.array_equal(videos[True][:first], videos[False][:first])
-    assert not np.array_equal(videos[True][first:], videos[False][first:])
+    assert torch.equal(videos[True][:first], videos[False][:first])
+    assert not torch.allclose(videos[True][first:], videos[False][first:], atol=1e-3)
 
 
 @pytest.mark.parametrize("mode", ["continuation", "fallback: chained image-to-video"])

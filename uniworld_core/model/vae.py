@@ -113,6 +113,9 @@ class WanVAE(nn.Module):
         self.conv1 = CausalConv3d(2 * cfg.z_dim, 2 * cfg.z_dim, 1)
         self.conv2 = CausalConv3d(cfg.z_dim, cfg.z_dim, 1)
         self.decoder = Decoder3d(cfg)
+        if len(latents_mean) != cfg.z_dim and latents_mean is WAN21_LATENTS_MEAN:
+            # Wan2.1's constants are for 16 channels; another width starts unnormalised (set_latent_stats).
+            latents_mean, latents_std = [0.0] * cfg.z_dim, [1.0] * cfg.z_dim
         self.register_buffer("latents_mean", _stat(latents_mean), persistent=False)
         self.register_buffer("latents_std", _stat(latents_std), persistent=False)
 

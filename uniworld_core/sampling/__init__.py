@@ -8,7 +8,15 @@ basics; not its peers `memory` and `weights`.
 """
 
 from .cache import POLICIES, SCHEDULE_SUFFIX, CacheSettings, CacheStats, choose_wan_schedule
-from .continuation import ContinuationSettings, decode_chunked, extend_latents, generate_long
+from .continuation import (
+    ContinuationSettings,
+    JoinSmoother,
+    decode_chunked,
+    extend_latents,
+    frame_index,
+    generate_long,
+    smooth_joins,
+)
 from .defaults import LIMITS, LONGEST_RUN, REPORT, TINY, Defaults, Limits
 from .pipeline import StartFrame, VideoSettings, decode_frames, encode_start, generate, generate_latents, latent_shape
 from .sampler import SamplerSettings, sample
@@ -20,5 +28,6 @@ __all__ = [
     "generate",
     "generate_latents", "latent_shape", "SamplerSettings", "sample", "inference_sigmas",
     "timesteps_from_sigmas", "training_pair", "dynamic_shift", "sample_training_sigmas",
-    "ContinuationSettings", "generate_long", "decode_chunked", "extend_latents",
+    "ContinuationSettings", "generate_long", "decode_chunked", "extend_latents", "JoinSmoother", "smooth_joins",
+    "frame_index",
 ]

@@ -6,9 +6,11 @@ DiT sees them at timestep 0 and samples only the new frames. Every chunk keeps t
 frame's conditioning (the latent shift by proj(z_img) and its Fourier features) and the
 prompt; the context window carries what the video has become. With `match` (the default) each
 chunk's latents are shifted and scaled per channel to the mean and spread of the context window it
-continues: the miniature's continuations otherwise drift in colour and contrast from chunk to chunk
-(docs/benchmarks.md). It pins the video's global colour statistics, so turn it off for weights whose
-videos should change lighting over time. The latents form one causal
+continues, and its decoded frames are shifted to the first run's mean colour: the miniature's
+continuations otherwise drift in colour and contrast from chunk to chunk (docs/long_video.md). It pins
+the video's global colour, so turn it off for weights whose videos should change lighting over time.
+Each continuation's first `crossfade` frames are blended from the frame before it (`JoinSmoother`):
+the joins otherwise jump 2.7x as much as the frames inside a chunk. The latents form one causal
 sequence, decoded chunk by chunk with one cache (`model.vae.StreamingDecoder`), so memory
 and time per chunk do not grow with the length. This needs weights trained for it.
 
@@ -43,7 +45,7 @@ class ContinuationSettings:
     context_frames: int = 4  # latent frames of the video so far that each continuation sees
     first_frames: int = 49  # video frames of the first (I2SV) run
     fallback: bool = False  # chained I2SV from the last frame, for weights without continuation training
-    crossfade: int = 2  # fallback: frames over which a join is blended
+    crossfade: int = 2  # frames over which a join is blended
     match: bool = True  # match each chunk's colour statistics to what it continues (see the module docstring)
 
     def __post_init__(self):
@@ -113,14 +115,61 @@ def generate_long(dit: WanDiT, vae: WanVAE, start: StartFrame, context: torch.Te
         yield from _chained(dit, vae, start, context, negative, video, sampler, settings, sizes, latents, progress,
                             stats)
         return
-    decoder = StreamingDecoder(vae)
-    yield _frames(decoder(latents))
+    decoder, smoother = StreamingDecoder(vae), JoinSmoother(settings.crossfade)
+    yield smoother(_frames(decoder(latents)), settings.match)
     window = latents
     for index, size in enumerate(sizes[1:], start=1):
         new = _continued(dit, start, window, context, negative, sampler, size, settings, video.seed + index,
                          progress, stats)
-        yield _frames(decoder(new))
+        yield smoother(_frames(decoder(new)), settings.match)
         window = torch.cat([window, new], dim=2)[:, :, -settings.context_frames:]  # bounded: same cost per chunk
+
+
+class JoinSmoother:
+    """The decoded chunks of a continued video, one after another: each later chunk shifted to the first
+    chunk's mean colour (with `match`) and its first `fade` frames blended from the previous chunk's last
+    frame, so that neither the colour nor the joins drift (continuation mode; the fallback has `join`).
+
+    Shifting in pixels, after matching the latents: the decoder turns equal latent statistics into
+    colours that still wander (background drift 7/255 after 4 chunks of the miniature, 1.4 with this).
+    """
+
+    def __init__(self, fade: int):
+        self.fade = fade
+        self.anchor: torch.Tensor | None = None  # the first chunk's mean colour [3]
+        self.last: torch.Tensor | None = None
+
+    def __call__(self, frames: torch.Tensor, match: bool = True) -> torch.Tensor:
+        """The chunk's frames [T, H, W, 3] in 0..1, smoothed against the chunks before it."""
+        if self.anchor is None:
+            self.anchor = frames.mean(dim=(0, 1, 2))
+        else:
+            if match:
+                frames = (frames - frames.mean(dim=(0, 1, 2)) + self.anchor).clamp(0, 1)
+            frames = crossfade(self.last, frames, self.fade)
+        self.last = frames[-1]
+        return frames
+
+
+def smooth_joins(frames: torch.Tensor, starts: list[tuple[int, bool]], fade: int = 2) -> torch.Tensor:
+    """`JoinSmoother` over a decoded video [T, H, W, 3] whose continuations begin at the given
+    (frame index, match) pairs (see `frame_index`)."""
+    smoother, bounds = JoinSmoother(fade), [0, *(at for at, _ in starts), len(frames)]
+    matches = [True, *(match for _, match in starts)]
+    return torch.cat([smoother(frames[a:b], match) for a, b, match in zip(bounds, bounds[1:], matches)])
+
+
+def frame_index(latent_index: int, chunks: list[int]) -> int:
+    """The first frame that latent frame `latent_index` decodes to in `decode_chunked`'s output of runs
+    `chunks` (not a run's first latent frame: that one is the start frame)."""
+    offset = done = 0
+    for run, size in enumerate(chunks):
+        first = 1 if run == 0 else 0  # later runs' start frame repeats the previous last frame: dropped
+        if offset < latent_index < offset + size:
+            return done + first + 4 * (latent_index - offset - 1)
+        done, offset = done + first + 4 * (size - 1), offset + size
+    raise InputError(f"latent frame {latent_index} as a join in runs of {chunks} latent frames",
+                     "a latent frame inside a run, after its first")
 
 
 def _frames(video: torch.Tensor) -> torch.Tensor:

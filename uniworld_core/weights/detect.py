@@ -102,7 +102,7 @@ def _classify(keys: list[str], wf: WeightFile) -> Identified:
     if (hit := _vae(keys)) is not None:
         layout, names = hit
         z_dim = wf.infos[names["conv2.weight"]].shape[0]
-        return Identified("wan21_vae" if z_dim == 16 else "wan22_vae", layout, names)
+        return Identified("wan22_vae" if z_dim == 48 else "wan21_vae", layout, names)
     if "token_embedding.weight" in keys and "blocks.0.ffn.gate.0.weight" in keys:
         return Identified("umt5", "official", _identity(keys))
     if any(k.startswith("encoder.block.0.layer.0.SelfAttention.") for k in keys):
