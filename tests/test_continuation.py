@@ -227,3 +227,13 @@ def test_extending_latents_then_decoding_equals_generate_long(models):
     frames = vae.decode(latents).clamp(-1, 1)[0].permute(1, 2, 3, 0) * 0.5 + 0.5
     assert chunks == [7] and [at for at, _ in joins] == [9, 17]
     assert torch.allclose(smooth_joins(frames, joins), streamed, atol=1e-5)
+
+
+def test_a_vae_of_another_latent_width_is_refused_by_the_dit(models):
+    dit, _ = models
+    vae = WanVAE(VAEConfig(base_dim=8, z_dim=32)).eval()
+    start = encode_start(vae, torch.rand(32, 32, 3), 32, 32, 0.1)
+    context = torch.randn(1, 5, dit.cfg.text_dim)
+    with pytest.raises(InputError, match="32 channels for a DiT that takes 16.*Load the matching VAE"):
+        generate_latents(dit, vae, None, context, None, VideoSettings(width=32, height=32, num_frames=5, seed=1),
+                         SamplerSettings(steps=1, shift=3.0, guidance_scale=1.0), start=start)

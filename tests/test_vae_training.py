@@ -74,6 +74,18 @@ def test_latent_statistics_are_saved_and_restored(tmp_path, z_dim):
     assert torch.allclose(loaded.encode(clips[:1]), normalised, atol=1e-6)
 
 
+def test_a_vae_of_another_latent_width_needs_its_statistics(tmp_path):
+    """Wan2.1's 16 constants cannot normalise 32 channels: a file without its own is refused, saying what to do."""
+    from safetensors.torch import save_file
+
+    from uniworld_core import CheckpointError
+
+    vae = WanVAE(VAEConfig(base_dim=8, z_dim=32))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(CheckpointError, match="32 latent channels and no 'latents_mean'.*save_vae"):
+        load(tmp_path / "bare.safetensors", "vae")
+
+
 def test_training_init_makes_every_block_an_identity():
     """What keeps the latent readable at the start of from-scratch training (see init_for_training)."""
     vae = init_for_training(WanVAE(VAEConfig(base_dim=8)))

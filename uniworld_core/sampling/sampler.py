@@ -88,6 +88,10 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
     context: the video so far). The DiT sees them at timestep 0, shifted like the rest; they are
     not integrated, and only the new frames are returned.
     """
+    if start_frame_latents.shape[1] != dit.cfg.in_dim or noise.shape[1] != dit.cfg.in_dim:
+        raise InputError(f"VAE latents with {start_frame_latents.shape[1]} channels for a DiT that takes "
+                         f"{dit.cfg.in_dim}", "the VAE the DiT was trained with (Wan2.1's: 16 channels)",
+                         "Load the matching VAE.")
     if settings.cache.active and parallel is not None and parallel.cfg == 2:
         raise InputError("a sampling cache with CFG parallel", "one of the two: the caches decide per guidance "
                          "branch on one process, CFG parallel puts the branches on two", "Drop one of them.")

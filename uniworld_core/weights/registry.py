@@ -251,6 +251,10 @@ def _load_dit(wf: WeightFile, ident: Identified, device: torch.device, dtype: to
 def _latent_stat(wf: WeightFile, key: str, default: list[float], z_dim: int) -> list[float]:
     """Per-channel latent statistics from the file's metadata (z_dim numbers), else `default`."""
     if key not in wf.metadata:
+        if len(default) != z_dim:  # Wan2.1's constants are for its 16 channels only
+            raise CheckpointError(f"'{wf.path.name}': a VAE with {z_dim} latent channels and no '{key}' metadata",
+                                  f"'{key}' in the metadata ({z_dim} numbers), or a 16-channel Wan2.1 VAE",
+                                  "Export it with training.vae_train.save_vae, which measures and stores them.")
         return default
     try:
         values = [float(v) for v in json.loads(wf.metadata[key])]
