@@ -22,7 +22,7 @@ from torch import nn
 
 from uniworld_core.device import device_rng_states, set_device_rng_states
 from uniworld_core.model import WanDiT
-from uniworld_core.parallel import install_sequence_parallel, join
+from uniworld_core.parallel import before_process_group, install_sequence_parallel, join
 from uniworld_core.sampling import SamplerSettings, sample
 from uniworld_core.weights import CONTINUATION_KEY
 
@@ -38,6 +38,10 @@ from .sharding import (
     shard_model,
     whole,
 )
+
+# Accelerator() starts the process group (here, in training.run or in a caller's script after this import);
+# anything imported after it must not pin the group, or a finished multi-process run can abort at exit.
+before_process_group()
 
 
 def trainable_parameters(mode: str, dit: WanDiT, adapter: nn.Module | None,

@@ -12,12 +12,23 @@ may import it. Without a `Parallel` layout nothing here changes what one process
 
 from .dit import cfg_parallel_velocity, install_sequence_parallel, sequence_parallel
 from .fsdp import is_fsdp, shard_dit
-from .groups import BACKENDS, DEFAULT_TIMEOUT_S, Parallel, ProcessFailure, check_layout, join, launched, start
+from .groups import (
+    BACKENDS,
+    DEFAULT_TIMEOUT_S,
+    Parallel,
+    ProcessFailure,
+    before_process_group,
+    check_layout,
+    join,
+    launched,
+    start,
+)
 from .sequence import GatheredKVAttention, SequenceParallel, UlyssesAttention, share_of
 from .vae import decode_frames, decode_tiled
 
 __all__ = [
-    "Parallel", "ProcessFailure", "start", "join", "launched", "check_layout", "BACKENDS", "DEFAULT_TIMEOUT_S",
+    "Parallel", "ProcessFailure", "start", "join", "before_process_group", "launched", "check_layout",
+    "BACKENDS", "DEFAULT_TIMEOUT_S",
     "SequenceParallel", "UlyssesAttention", "GatheredKVAttention", "share_of",
     "install_sequence_parallel", "sequence_parallel", "cfg_parallel_velocity", "is_fsdp", "shard_dit",
     "decode_tiled", "decode_frames",

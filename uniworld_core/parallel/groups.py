@@ -165,6 +165,18 @@ def _row_groups(world: int, sequence: int, cfg: int, timeout: timedelta):
     return groups[0], groups[1]
 
 
+def before_process_group() -> None:
+    """Call before a process group is created (torch.distributed.init_process_group, `Accelerator()`).
+
+    torch._dynamo, imported after the default group exists (an optimizer's `load_state_dict` or
+    torch.compile import it), keeps a reference to that group, so `destroy_process_group()` no longer joins
+    gloo's worker threads; one of them can then free a tensor while the interpreter shuts down and abort the
+    process ("terminate called without an active exception", SIGABRT), so a finished run reports a failure.
+    Imported first, it holds none.
+    """
+    import torch._dynamo  # noqa: F401
+
+
 def start(sequence: int = 1, cfg: int = 1, device_kind: str = "cpu",
           timeout_s: float = DEFAULT_TIMEOUT_S) -> Parallel:
     """Join the run started by torchrun: init the process group on this process's device, make the groups."""
@@ -179,6 +191,7 @@ def start(sequence: int = 1, cfg: int = 1, device_kind: str = "cpu",
     timeout = timedelta(seconds=timeout_s)
     try:
         if not dist.is_initialized():
+            before_process_group()
             dist.init_process_group(BACKENDS[device.type], timeout=timeout, rank=rank, world_size=world)
         return _build(device, sequence, cfg, timeout, owns_world=True)
     except Exception as exc:  # rendezvous: a missing variable, an unreachable address, a peer that never came
