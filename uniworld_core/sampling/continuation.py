@@ -151,7 +151,8 @@ class JoinSmoother:
         return frames
 
 
-def smooth_joins(frames: torch.Tensor, starts: list[tuple[int, bool]], fade: int = 2) -> torch.Tensor:
+def smooth_joins(frames: torch.Tensor, starts: list[tuple[int, bool]],
+                 fade: int = ContinuationSettings.crossfade) -> torch.Tensor:
     """`JoinSmoother` over a decoded video [T, H, W, 3] whose continuations begin at the given
     (frame index, match) pairs (see `frame_index`)."""
     smoother, bounds = JoinSmoother(fade), [0, *(at for at, _ in starts), len(frames)]
