@@ -36,6 +36,27 @@ def test_quick_recipe_trains_every_part_and_the_result_generates(tmp_path):
     assert frames.shape == (QUICK.frames, QUICK.size, QUICK.size, 3) and torch.isfinite(frames).all()
 
 
+def test_finished_vae_and_cache_stages_are_reused_only_for_the_same_recipe_fields(tmp_path):
+    """A second build into the same folder skips the VAE and cache stages when their recipe fields are unchanged."""
+    import dataclasses
+
+    build(tmp_path, QUICK, log=lambda *a: None)
+    vae_file = tmp_path / "weights" / "toy_vae.safetensors"
+    first = vae_file.read_bytes()
+    logged = []
+    card = build(tmp_path, dataclasses.replace(QUICK, dit_steps=3), log=logged.append)
+    assert card["reused_stages"] == ["vae", "cache"], card["reused_stages"]
+    assert any("vae: reusing" in line for line in logged) and any("cache: reusing" in line for line in logged)
+    assert vae_file.read_bytes() == first
+    logged.clear()
+    card = build(tmp_path, dataclasses.replace(QUICK, vlm_hidden=QUICK.vlm_hidden * 2), log=logged.append)
+    assert card["reused_stages"] == ["vae"]  # the cache holds the VLM's features: made again
+    logged.clear()
+    card = build(tmp_path, dataclasses.replace(QUICK, vae_steps=QUICK.vae_steps + 1), log=logged.append)
+    assert card["reused_stages"] == [] and not any("reusing" in line for line in logged)
+    assert vae_file.read_bytes() != first
+
+
 def test_main_job_with_real_files_prompt_and_style(tmp_path, capsys):
     """`python -m uniworld_core generate` with DiT, VAE, VLM folder and adapter files."""
     from PIL import Image

@@ -9,15 +9,19 @@ and build the frozen tiny Qwen2.5-VL -> cache latents and VLM features ->
 train a small FlashI2V DiT and its adapter together (mode "all") -> write the
 weights and a card (sizes, steps, losses, sampling settings).
 
+Run again into the same DIR, it reuses the stages whose recipe fields are
+unchanged (the VAE, then the cache; see `vae_stage` and `cache_stage`).
+
 Then `python bench/eval_miniature.py DIR/weights --card` adds the metrics, and
-DIR/weights is what ships in uniworld_core/miniature_model (run 4: 50 minutes
-on 2 CPU cores, docs/training.md).
+DIR/weights is what ships in uniworld_core/miniature_model (docs/training.md: its
+minutes, stage by stage, and its metrics).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +34,7 @@ from uniworld_core.conditioning import CUSTOM_STYLES_FILE, ENCODER_SETTINGS_FILE
 from uniworld_core.model import DiTConfig, EncoderAdapter, VAEConfig, WanDiT, WanVAE
 from uniworld_core.presets import miniature as shipped
 from uniworld_core.sampling import REPORT
-from uniworld_core.weights import load_vlm
+from uniworld_core.weights import load, load_vlm
 
 from .cache import build_cache
 from .config import TrainConfig
@@ -145,6 +149,57 @@ def train_toy_vae(recipe: Recipe, log=print) -> tuple[WanVAE, dict]:
     return vae, {"vae_loss": [losses[0], losses[-1]], "vae_held_out_l1_first_later": frame_errors(vae, held_out)}
 
 
+VAE_STAGE = "vae_stage.json"  # DIR/vae_stage.json: the recipe fields, card and minutes of a finished VAE stage
+
+
+def _vae_fields(recipe: Recipe) -> dict:
+    """The recipe fields the VAE stage depends on, as JSON values."""
+    names = ("clips", "size", "seed")
+    return json.loads(json.dumps({k: v for k, v in recipe.__dict__.items() if k.startswith("vae_") or k in names}))
+
+
+def vae_stage(recipe: Recipe, out: Path, log=print) -> tuple[WanVAE, dict, float | None]:
+    """The VAE stage of `build`, or its result from an earlier run into the same DIR with the same VAE recipe.
+
+    The VAE is the longest stage; an interrupted or changed recipe whose VAE fields are unchanged reuses it
+    (the stage is deterministic). Returns the VAE, its card and the minutes it took when reused (else None).
+    """
+    path, record = out / "weights" / "toy_vae.safetensors", out / VAE_STAGE
+    if path.exists() and record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("recipe") == _vae_fields(recipe):
+            log(f"vae: reusing {path} (its recipe fields match {record})")
+            return load(path, "vae").model.eval(), saved["card"], saved["minutes"]
+    started = time.perf_counter()
+    vae, card = train_toy_vae(recipe, log)
+    save_vae(vae, path)
+    minutes = round((time.perf_counter() - started) / 60, 1)
+    record.write_text(json.dumps({"recipe": _vae_fields(recipe), "card": card, "minutes": minutes}, indent=1))
+    return vae, card, None
+
+
+CACHE_STAGE = "cache_stage.json"  # DIR/cache_stage.json: what a finished cache was made from
+
+
+def cache_stage(recipe: Recipe, out: Path, dataset: ClipDataset, vae: WanVAE, encoder: VLMEncoder,
+                vae_reused: bool, log=print) -> tuple[dict, float | None]:
+    """The cache stage of `build` (latents and VLM features), reused with a reused VAE stage and the same recipe
+    fields (the toy world, the VLM and the tokenizer are deterministic). Returns the cache's manifest and the
+    minutes it took when reused (else None)."""
+    fields = {**_vae_fields(recipe), "frames": recipe.frames, "vlm_hidden": recipe.vlm_hidden}
+    record, manifest = out / CACHE_STAGE, out / "cache" / "manifest.json"
+    if vae_reused and record.exists() and manifest.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("recipe") == fields:
+            log(f"cache: reusing {manifest.parent} (its recipe fields match {record})")
+            return json.loads(manifest.read_text()), saved["minutes"]
+    record.unlink(missing_ok=True)
+    started = time.perf_counter()
+    built = build_cache(dataset, vae, encoder, out / "cache")
+    record.write_text(json.dumps({"recipe": fields, "minutes": round((time.perf_counter() - started) / 60, 1)}))
+    return built, None
+
+
 def toy_encoder(captions: list[str], folder: Path, recipe: Recipe) -> VLMEncoder:
     """The condition stage: the caption tokenizer and the frozen tiny Qwen2.5-VL (saved in `folder`), with a
     fresh adapter."""
@@ -154,8 +209,21 @@ def toy_encoder(captions: list[str], folder: Path, recipe: Recipe) -> VLMEncoder
                       image_size=TOY_IMAGE)
 
 
-def train_toy_dit(recipe: Recipe, cache: Path, out: Path) -> tuple[Path, list[float]]:
-    """The DiT stage: a fresh FlashI2V DiT and its adapter trained together on the cache; the export and losses."""
+def _recipe_json(recipe: Recipe) -> dict:
+    return json.loads(json.dumps(recipe.__dict__, default=lambda v: v.__dict__))
+
+
+def train_toy_dit(recipe: Recipe, cache: Path, out: Path, resume: bool = True) -> tuple[Path, list[float]]:
+    """The DiT stage: a fresh FlashI2V DiT and its adapter trained together on the cache; the export and losses.
+
+    An interrupted stage (`out/dit_run` of the same recipe, `resume`) continues from its checkpoint; one of
+    another recipe, or on a cache made again, is started afresh.
+    """
+    run, record = out / "dit_run", out / "dit_run" / "recipe.json"
+    if run.exists() and not (resume and record.exists() and json.loads(record.read_text()) == _recipe_json(recipe)):
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(_recipe_json(recipe)))
     torch.manual_seed(recipe.seed)
     save_file(WanDiT(recipe.dit).state_dict(), str(out / "dit_init.safetensors"),
               metadata={"dit_config": recipe.dit.to_json()})
@@ -175,35 +243,42 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
     out = Path(out)
     weights = out / "weights"
     weights.mkdir(parents=True, exist_ok=True)
-    started, minutes = time.perf_counter(), {}
+    marks, minutes = [time.perf_counter()], {}
 
     def lap(stage: str) -> None:
-        minutes[stage] = round((time.perf_counter() - started) / 60 - sum(minutes.values()), 1)
+        now = time.perf_counter()
+        minutes[stage] = round((now - marks[-1]) / 60, 1)
+        marks.append(now)
         log(f"{stage}: {minutes[stage]} min")
 
     meta = write_dataset(out / "data", recipe.clips, recipe.frames, recipe.size, recipe.seed)
     lap("toy world")
-    vae, vae_card = train_toy_vae(recipe, log)
-    save_vae(vae, weights / "toy_vae.safetensors")
+    vae, vae_card, reused = vae_stage(recipe, out, log)
     lap("vae")
+    if reused is not None:  # the card reports the stage's own time
+        minutes["vae"] = reused
     entries, _ = read_meta(meta)
     encoder = toy_encoder([e.caption for e in entries], weights / "toy_vlm", recipe)
-    manifest = build_cache(ClipDataset(entries, recipe.frames, 16, ((recipe.size, recipe.size),)), vae, encoder,
-                           out / "cache")
+    manifest, cache_reused = cache_stage(recipe, out, ClipDataset(entries, recipe.frames, 16,
+                                                                  ((recipe.size, recipe.size),)),
+                                         vae, encoder, reused is not None, log)
     lap("cache")
-    exported, losses = train_toy_dit(recipe, out / "cache", out)
+    if cache_reused is not None:
+        minutes["cache"] = cache_reused
+    exported, losses = train_toy_dit(recipe, out / "cache", out, resume=cache_reused is not None)
     for name in ("dit.safetensors", "adapter.safetensors"):
         (weights / f"toy_{name}").write_bytes((exported.parent / name).read_bytes())
     lap("dit")
     write_extras(weights, recipe)
-    card = {"recipe": {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in recipe.__dict__.items()},
+    card = {"recipe": _recipe_json(recipe),
             "cached_clips": manifest["cached"], **vae_card,
             "dit_loss_first_last_100": [sum(losses[:100]) / len(losses[:100]), sum(losses[-100:]) / len(losses[-100:])],
             "sampling": {"shift": recipe.sample_shift, "cfg": recipe.sample_cfg, "steps": recipe.sample_steps},
             "continuation": {"trained_share": recipe.continuation, "max_context": recipe.max_context,
                              "context_frames": recipe.context_frames, "new_frames": recipe.new_frames}
             if recipe.continuation > 0 else None,
-            "minutes": round((time.perf_counter() - started) / 60, 1), "stage_minutes": minutes,
+            "minutes": round(sum(minutes.values()), 1), "stage_minutes": minutes,
+            "reused_stages": [name for name, was in (("vae", reused), ("cache", cache_reused)) if was is not None],
             "bytes": sum(p.stat().st_size for p in weights.rglob("*") if p.is_file())}
     (weights / "card.json").write_text(json.dumps(card, indent=2, default=list))
     return card
