@@ -31,7 +31,7 @@ from .device import DTYPES, resolve_dtype
 from .errors import InputError, UniWorldError
 from .media import av_available, demo_image, save_mp4, save_webp
 from .memory import AUTO, Placement, least_generation_bytes, place_dit
-from .model import DIT_PRESETS, VAE_PRESETS, compile_blocks, get_attention
+from .model import DIT_PRESETS, VAE_PRESETS, VAEConfig, compile_blocks, get_attention
 from .parallel import Parallel, ProcessFailure, shard_dit
 from .parallel import decode_frames as decode_shared
 from .parallel import start as start_parallel
@@ -150,18 +150,18 @@ def _configs(args: argparse.Namespace, preset: str | None):
     return peek_config(dit, "dit"), peek_config(vae, "vae")
 
 
-def _run_grid(args: argparse.Namespace) -> tuple[int, int, int]:
+def _run_grid(args: argparse.Namespace, vae_cfg: VAEConfig) -> tuple[int, int, int]:
     """The latent grid of the largest sampling run: one run, or a continuation's context window and new frames."""
-    run = 1 + (min(args.frames, args.run_frames) - 1) // 4
+    run = 1 + (min(args.frames, args.run_frames) - 1) // vae_cfg.temporal_factor
     if args.frames > args.run_frames:
         run = max(run, args.context_frames + args.new_frames)
-    return run, args.height // 8, args.width // 8
+    return run, args.height // vae_cfg.spatial_factor, args.width // vae_cfg.spatial_factor
 
 
 def _check_memory(args: argparse.Namespace, preset: str | None, device: torch.device) -> None:
     """Refuse a size whose activations alone exceed the memory there is, before allocating anything."""
     dit_cfg, vae_cfg = _configs(args, preset)
-    grid = _run_grid(args)
+    grid = _run_grid(args, vae_cfg)
     compute = 4 if resolve_dtype(args.precision, device) == torch.float32 else 2
     batch = 1 if args.cfg == 1 or args.cfg_parallel else 2  # per process
     needed = least_generation_bytes(dit_cfg, vae_cfg, grid, batch, compute, args.sequence_parallel)
@@ -203,9 +203,9 @@ def _dit_device(args: argparse.Namespace, device: torch.device) -> torch.device:
     return torch.device("cpu") if _swapping(args, device) or args.fsdp else device
 
 
-def _place(args: argparse.Namespace, dit: torch.nn.Module, device: torch.device) -> None:
+def _place(args: argparse.Namespace, dit: torch.nn.Module, device: torch.device, vae_cfg: VAEConfig) -> None:
     budget = None if args.vram_budget is None else int(args.vram_budget * GIB)
-    placed = place_dit(dit, device, budget, args.blocks_to_swap, args.prefetch_blocks, _run_grid(args),
+    placed = place_dit(dit, device, budget, args.blocks_to_swap, args.prefetch_blocks, _run_grid(args, vae_cfg),
                        batch=1 if args.cfg == 1 else 2)
     print(f"DiT placement: {placed.summary()}")
 
@@ -228,7 +228,7 @@ def _miniature_stack(args, device, attention, image) -> Stack:
     context, negative = model.conditioner.encode(image, args.prompt, _style_spec(args, model.styles()),
                                                  args.negative)
     if swapping:
-        _place(args, model.dit, device)
+        _place(args, model.dit, device, model.vae.cfg)
     return Stack(model.dit, model.vae, Placement(model.vae, device, args.offload), image, context, negative)
 
 
@@ -238,7 +238,7 @@ def _tiny_stack(args, device, attention, image) -> Stack:
     dit, vae = tiny_stack(args.seed, _dit_device(args, device),
                           resolve_dtype(args.precision, device), attention)
     if swapping:
-        _place(args, dit, device)
+        _place(args, dit, device, vae.cfg)
     context, negative = tiny_context(dit.cfg.text_dim, dit.cfg.text_len, args.seed)
     return Stack(dit, vae, Placement(vae, device, args.offload), image, context, negative)
 
@@ -248,7 +248,7 @@ def _file_stack(args, device, attention, image) -> Stack:
     swapping = _swapping(args, device)
     dit = load(args.dit, "dit", _dit_device(args, device), dtype, attention).model
     if swapping:
-        _place(args, dit, device)
+        _place(args, dit, device, peek_config(args.vae, "vae"))
     vae = load(args.vae, "vae", "cpu", torch.float32 if device.type == "cpu" else dtype).model
     context, negative = _conditioning(args, image, device, dtype)
     return Stack(dit, vae, Placement(vae, device, args.offload), image, context, negative)
