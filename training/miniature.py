@@ -150,12 +150,27 @@ def train_toy_vae(recipe: Recipe, log=print) -> tuple[WanVAE, dict]:
 
 
 VAE_STAGE = "vae_stage.json"  # DIR/vae_stage.json: the recipe fields, card and minutes of a finished VAE stage
+CACHE_STAGE = "cache_stage.json"  # DIR/cache_stage.json: the same for a finished cache
+
+
+def _recipe_json(recipe: Recipe) -> dict:
+    return json.loads(json.dumps(recipe.__dict__, default=lambda v: v.__dict__))
 
 
 def _vae_fields(recipe: Recipe) -> dict:
     """The recipe fields the VAE stage depends on, as JSON values."""
-    names = ("clips", "size", "seed")
-    return json.loads(json.dumps({k: v for k, v in recipe.__dict__.items() if k.startswith("vae_") or k in names}))
+    return {k: v for k, v in _recipe_json(recipe).items() if k.startswith("vae_") or k in ("clips", "size", "seed")}
+
+
+def _finished(record: Path, fields: dict) -> dict | None:
+    """The record of a finished stage (`{"recipe", "minutes", ...}`) when it was made from these recipe fields."""
+    saved = json.loads(record.read_text()) if record.exists() else None
+    return saved if saved is not None and saved.get("recipe") == fields else None
+
+
+def _write_record(record: Path, fields: dict, started: float, **extra) -> None:
+    minutes = round((time.perf_counter() - started) / 60, 1)
+    record.write_text(json.dumps({"recipe": fields, "minutes": minutes, **extra}, indent=1))
 
 
 def vae_stage(recipe: Recipe, out: Path, log=print) -> tuple[WanVAE, dict, float | None]:
@@ -164,21 +179,16 @@ def vae_stage(recipe: Recipe, out: Path, log=print) -> tuple[WanVAE, dict, float
     The VAE is the longest stage; an interrupted or changed recipe whose VAE fields are unchanged reuses it
     (the stage is deterministic). Returns the VAE, its card and the minutes it took when reused (else None).
     """
-    path, record = out / "weights" / "toy_vae.safetensors", out / VAE_STAGE
-    if path.exists() and record.exists():
-        saved = json.loads(record.read_text())
-        if saved.get("recipe") == _vae_fields(recipe):
-            log(f"vae: reusing {path} (its recipe fields match {record})")
-            return load(path, "vae").model.eval(), saved["card"], saved["minutes"]
+    path, record, fields = out / "weights" / "toy_vae.safetensors", out / VAE_STAGE, _vae_fields(recipe)
+    saved = _finished(record, fields) if path.exists() else None
+    if saved is not None:
+        log(f"vae: reusing {path} (its recipe fields match {record})")
+        return load(path, "vae").model.eval(), saved["card"], saved["minutes"]
     started = time.perf_counter()
     vae, card = train_toy_vae(recipe, log)
     save_vae(vae, path)
-    minutes = round((time.perf_counter() - started) / 60, 1)
-    record.write_text(json.dumps({"recipe": _vae_fields(recipe), "card": card, "minutes": minutes}, indent=1))
+    _write_record(record, fields, started, card=card)
     return vae, card, None
-
-
-CACHE_STAGE = "cache_stage.json"  # DIR/cache_stage.json: what a finished cache was made from
 
 
 def cache_stage(recipe: Recipe, out: Path, dataset: ClipDataset, vae: WanVAE, encoder: VLMEncoder,
@@ -188,15 +198,14 @@ def cache_stage(recipe: Recipe, out: Path, dataset: ClipDataset, vae: WanVAE, en
     minutes it took when reused (else None)."""
     fields = {**_vae_fields(recipe), "frames": recipe.frames, "vlm_hidden": recipe.vlm_hidden}
     record, manifest = out / CACHE_STAGE, out / "cache" / "manifest.json"
-    if vae_reused and record.exists() and manifest.exists():
-        saved = json.loads(record.read_text())
-        if saved.get("recipe") == fields:
-            log(f"cache: reusing {manifest.parent} (its recipe fields match {record})")
-            return json.loads(manifest.read_text()), saved["minutes"]
-    record.unlink(missing_ok=True)
+    saved = _finished(record, fields) if vae_reused and manifest.exists() else None
+    if saved is not None:
+        log(f"cache: reusing {manifest.parent} (its recipe fields match {record})")
+        return json.loads(manifest.read_text()), saved["minutes"]
+    record.unlink(missing_ok=True)  # a cache half made again must not pass for the old one
     started = time.perf_counter()
     built = build_cache(dataset, vae, encoder, out / "cache")
-    record.write_text(json.dumps({"recipe": fields, "minutes": round((time.perf_counter() - started) / 60, 1)}))
+    _write_record(record, fields, started)
     return built, None
 
 
@@ -207,10 +216,6 @@ def toy_encoder(captions: list[str], folder: Path, recipe: Recipe) -> VLMEncoder
     model, processor = load_vlm(vlm_dir, torch.float32)
     return VLMEncoder(model, processor, EncoderAdapter(recipe.vlm_hidden), max_length=TOY_TOKENS,
                       image_size=TOY_IMAGE)
-
-
-def _recipe_json(recipe: Recipe) -> dict:
-    return json.loads(json.dumps(recipe.__dict__, default=lambda v: v.__dict__))
 
 
 def train_toy_dit(recipe: Recipe, cache: Path, out: Path, resume: bool = True) -> tuple[Path, list[float]]:
@@ -245,26 +250,23 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
     weights.mkdir(parents=True, exist_ok=True)
     marks, minutes = [time.perf_counter()], {}
 
-    def lap(stage: str) -> None:
+    def lap(stage: str, reused: float | None = None) -> None:
+        """Record a stage's minutes; a reused stage reports those it took when it ran."""
         now = time.perf_counter()
-        minutes[stage] = round((now - marks[-1]) / 60, 1)
+        minutes[stage] = round((now - marks[-1]) / 60, 1) if reused is None else reused
         marks.append(now)
-        log(f"{stage}: {minutes[stage]} min")
+        log(f"{stage}: {minutes[stage]} min" + (" (reused)" if reused is not None else ""))
 
     meta = write_dataset(out / "data", recipe.clips, recipe.frames, recipe.size, recipe.seed)
     lap("toy world")
     vae, vae_card, reused = vae_stage(recipe, out, log)
-    lap("vae")
-    if reused is not None:  # the card reports the stage's own time
-        minutes["vae"] = reused
+    lap("vae", reused)
     entries, _ = read_meta(meta)
     encoder = toy_encoder([e.caption for e in entries], weights / "toy_vlm", recipe)
     manifest, cache_reused = cache_stage(recipe, out, ClipDataset(entries, recipe.frames, 16,
                                                                   ((recipe.size, recipe.size),)),
                                          vae, encoder, reused is not None, log)
-    lap("cache")
-    if cache_reused is not None:
-        minutes["cache"] = cache_reused
+    lap("cache", cache_reused)
     exported, losses = train_toy_dit(recipe, out / "cache", out, resume=cache_reused is not None)
     for name in ("dit.safetensors", "adapter.safetensors"):
         (weights / f"toy_{name}").write_bytes((exported.parent / name).read_bytes())
