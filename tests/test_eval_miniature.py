@@ -10,6 +10,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 from eval_miniature import evaluate, held_out, passes  # noqa: E402
+from miniature_fit import relative_errors  # noqa: E402
 from miniature_metrics import (  # noqa: E402
     StyleClassifier,
     Truth,
@@ -106,3 +107,31 @@ def test_centroid_error_of_a_slide_across_the_edge_is_measured_round_the_frame()
     moved = truth.styled(replace(clip, objects=(_square((0.98 + 5 / 64, 0.5)),)))
     assert float(centroid_errors(truth.target, truth).max()) < 0.5
     assert abs(float(centroid_errors(moved, truth).median()) - 5) < 1.0
+
+
+class _Oracle(torch.nn.Module):
+    """A DiT stand-in whose velocity makes the clean estimate `target` (or, with `known` false, the batch mean)."""
+
+    def __init__(self, target: torch.Tensor, start: torch.Tensor, known: bool = True):
+        super().__init__()
+        self.start = start
+        self.target = target if known else target.mean(0, keepdim=True).expand_as(target)
+
+    def project_start(self, start: torch.Tensor) -> torch.Tensor:
+        return 0.5 * start
+
+    def forward(self, x_t, t, context, features):
+        sigma = (t / 1000).view(-1, 1, 1, 1, 1)
+        return (x_t + self.project_start(self.start) - self.target) / sigma
+
+
+def test_fit_diagnostic_is_zero_for_a_perfect_dit_and_about_one_for_the_mean():
+    gen = torch.Generator().manual_seed(0)
+    clips = {"latents": torch.randn(16, 16, 3, 4, 4, generator=gen),
+             "loss_mask": (torch.rand(16, 1, 3, 4, 4, generator=gen) > 0.7).float()}
+    start = torch.randn(16, 16, 1, 4, 4, generator=gen)
+    for known, low, high in ((True, 0.0, 1e-9), (False, 0.8, 1.2)):
+        oracle = _Oracle(clips["latents"], start, known)
+        found = relative_errors(oracle, clips, torch.zeros(16, 2, 8), start, 0.8, torch.Generator().manual_seed(1))
+        assert set(found) == {"all", "frame 0", "later", "objects", "background"}
+        assert all(low <= v <= high for v in found.values()), (known, found)

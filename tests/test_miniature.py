@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from training.miniature import QUICK, TOY_TOKENS, build
+from training.miniature import QUICK, TOY_TOKENS, Recipe, build, latent_object_mask, vae_config
+from training.toyworld import SIZES, position, random_clip
 from uniworld_core.conditioning.vlm_encoder import VLMEncoder
 from uniworld_core.media import read_webp
 from uniworld_core.sampling.pipeline import VideoSettings, generate
@@ -34,6 +36,32 @@ def test_quick_recipe_trains_every_part_and_the_result_generates(tmp_path):
                       VideoSettings(width=QUICK.size, height=QUICK.size, num_frames=QUICK.frames),
                       SamplerSettings(steps=2))
     assert frames.shape == (QUICK.frames, QUICK.size, QUICK.size, 3) and torch.isfinite(frames).all()
+    cached = [load_file(str(f)) for f in sorted((tmp_path / "cache").glob("clip_*.safetensors"))]
+    assert all(c["loss_mask"].shape == (1, *c["latents"].shape[1:]) for c in cached)
+
+
+def test_latent_object_mask_marks_the_cells_under_the_objects_in_every_latent_frame():
+    recipe = Recipe()
+    vae_cfg = vae_config(recipe)
+    for seed in range(6):
+        clip = random_clip(seed)
+        mask = latent_object_mask(seed, recipe, vae_cfg)[0]  # [F, h, w]
+        cell = recipe.size // mask.shape[-1]
+        assert mask.shape[0] == 1 + (recipe.frames - 1) // vae_cfg.temporal_factor
+        for obj in clip.objects:
+            for latent_frame, frame in ((0, 0), (mask.shape[0] - 1, recipe.frames - 1)):
+                x, y = position(obj, frame)
+                assert mask[latent_frame, int(y * recipe.size) // cell, int(x * recipe.size) // cell] == 1
+        # no object reaches a cell whose every pixel is farther from all centres than the largest radius
+        far = torch.ones_like(mask[0], dtype=torch.bool)
+        for obj in clip.objects:
+            for t in range(recipe.frames):
+                x, y = position(obj, t)
+                centres = (torch.arange(mask.shape[-1]) + 0.5) * cell / recipe.size
+                near = (centres[None, :] - x).abs() < SIZES[obj.size] + cell / recipe.size
+                near = near & ((centres[:, None] - y).abs() < SIZES[obj.size] + cell / recipe.size)
+                far &= ~near
+        assert (mask[:, far] == 0).all() and 0 < mask.mean() < 0.5
 
 
 def test_finished_vae_and_cache_stages_are_reused_only_for_the_same_recipe_fields(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from conftest import Reference, reference_files, relative_error
 
 from training.config import ConfigError, TrainConfig
-from training.objective import ObjectiveConfig, flashi2v_loss
+from training.objective import ObjectiveConfig, flashi2v_loss, weighted_mse
 from training.trainer import Trainer
 from uniworld_core.model.adapter import EncoderAdapter
 from uniworld_core.model.config import DiTConfig
@@ -190,3 +190,43 @@ def test_training_pair_reproduces_the_reference(path):
                                     dit.learnable_proj(t["fourier.in.start_frame_latents"]))
     assert relative_error(x_t, t["train.out.x_t"]) <= 1e-4
     assert relative_error(target, t["train.out.target"]) <= 1e-4
+
+
+def test_weighted_mse_counts_marked_cells_region_weight_more():
+    target = torch.full((1, 3, 2, 2, 2), 2.0)
+    mask = torch.zeros(1, 1, 2, 2, 2)
+    mask[..., 0, 0] = 1  # 2 of 8 cells, error 1 there and 2 elsewhere
+    target[..., 0, 0] = 1.0
+    loss = weighted_mse(torch.zeros_like(target), target, 1 + 3.0 * mask)
+    expected = (6 * 4.0 + 2 * 4 * 1.0) / (6 + 2 * 4)  # per cell: weight x squared error, over the weights
+    assert float(loss) == pytest.approx(expected)
+
+
+def test_region_weighted_loss_is_the_plain_loss_when_off_or_uniform_and_differs_otherwise():
+    data = _padded(clips())
+    dit = _model()
+    mask = torch.zeros(4, 1, *data["latents"].shape[2:])
+    mask[..., :2, :2] = 1
+
+    def loss(weight: float, region) -> float:
+        cfg = ObjectiveConfig(text_drop=0.0, region_weight=weight)
+        gen = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            return float(flashi2v_loss(dit, data["latents"], data["features"], data["empty_features"], cfg, gen,
+                                       mask=region))
+
+    plain = loss(0.0, None)
+    assert loss(0.0, mask) == plain  # off: the mask is ignored
+    assert loss(5.0, torch.ones_like(mask)) == pytest.approx(plain, rel=1e-5)  # uniform weights change nothing
+    assert abs(loss(5.0, mask) - plain) > 1e-3 * plain
+
+
+def test_trainer_weights_the_cached_loss_mask():
+    data = _padded(clips())
+    data["loss_mask"] = torch.zeros(4, 1, *data["latents"].shape[2:])
+    data["loss_mask"][..., 0, :] = 1
+    first = []
+    for weight in (0.0, 4.0):
+        trainer = Trainer(_model(), TrainConfig(mode="full", steps=1, lr=1e-3, seed=1, region_weight=weight))
+        first.append(trainer.train_step(data))
+    assert abs(first[0] - first[1]) > 1e-4 * first[0], first

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from uniworld_core.conditioning import CUSTOM_STYLES_FILE, ENCODER_SETTINGS_FILE, VLMEncoder, all_styles
@@ -41,7 +42,7 @@ from .config import TrainConfig
 from .data import ClipDataset, read_meta
 from .run import train
 from .toy_conditioner import build_toy_vlm
-from .toyworld import STYLES, random_clip, render_photo, stylize, write_dataset
+from .toyworld import STYLES, object_masks, random_clip, render_photo, stylize, write_dataset
 from .vae_train import VAETrainConfig, frame_errors, init_for_training, measure_latent_stats, save_vae, train_vae
 
 TOY_TOKENS = 128  # the toy VLM's token budget (the real one reads 1024)
@@ -77,6 +78,9 @@ class Recipe:
     batch_size: int = 8
     lr: float = 3e-4
     ema_decay: float = 0.999
+    # The DiT's loss counts the latent cells an object touches 1 + object_weight times (training.objective,
+    # region_weight; 0 = off): the objects are a few percent of the cells (issue #20).
+    object_weight: float = 0.0
     # Long videos (issue #23): a share of the DiT's batches continue 1..max_context clean latent frames of a
     # clip window; the card's window (context_frames + new_frames = the clip's 5 latent frames) is what
     # `generate --frames N` and the Extend Video node use beyond one run.
@@ -209,6 +213,39 @@ def cache_stage(recipe: Recipe, out: Path, dataset: ClipDataset, vae: WanVAE, en
     return built, None
 
 
+def latent_object_mask(clip_seed: int, recipe: Recipe, vae_cfg: VAEConfig) -> torch.Tensor:
+    """The latent cells [1, F, h, w] (0 or 1) that any object of a toy clip touches in any frame they encode.
+
+    Latent frame 0 encodes frame 0 alone, latent frame j frames 4j-3..4j (the causal VAE's grouping).
+    """
+    cover = object_masks(random_clip(clip_seed), recipe.frames, recipe.size).amax(0)  # [T, H, W]
+    step = vae_cfg.temporal_factor
+    groups = [cover[:1]] + [cover[1 + j:1 + j + step] for j in range(0, recipe.frames - 1, step)]
+    per_frame = torch.stack([g.amax(0) for g in groups])  # [F, H, W]
+    cells = torch.nn.functional.max_pool2d(per_frame[None], vae_cfg.spatial_factor)[0]
+    return (cells > 0).float()[None]
+
+
+def add_object_masks(cache: Path, entries: list, recipe: Recipe) -> int:
+    """Write each cached toy clip's `loss_mask` (its objects' latent cells) into its cache file; returns how many
+    files gained one. The clip's seed comes from its entry's folder name (`clipNNNNN_<style>`)."""
+    added, vae_cfg = 0, vae_config(recipe)
+    for path in sorted(cache.glob("clip_*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            if "loss_mask" in f.keys():
+                continue
+            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        entry = entries[int(path.stem.split("_")[1])]
+        clip_index = int(Path(entry.path).name[len("clip"):].split("_")[0])
+        tensors["loss_mask"] = latent_object_mask(recipe.seed * 1_000_003 + clip_index, recipe, vae_cfg)
+        if tensors["loss_mask"].shape[1:] != tensors["latents"].shape[1:]:
+            raise ValueError(f"{path}: object mask {tuple(tensors['loss_mask'].shape)} does not fit latents "
+                             f"{tuple(tensors['latents'].shape)}")
+        save_file(tensors, str(path), metadata=metadata)
+        added += 1
+    return added
+
+
 def toy_encoder(captions: list[str], folder: Path, recipe: Recipe) -> VLMEncoder:
     """The condition stage: the caption tokenizer and the frozen tiny Qwen2.5-VL (saved in `folder`), with a
     fresh adapter."""
@@ -236,7 +273,7 @@ def train_toy_dit(recipe: Recipe, cache: Path, out: Path, resume: bool = True) -
                       warmup_steps=min(100, recipe.dit_steps // 10), schedule="cosine", weight_decay=0.0,
                       ema_decay=recipe.ema_decay, text_drop=0.1, seed=recipe.seed, output_dir=str(out / "dit_run"),
                       shift=recipe.dit_shift, continuation=recipe.continuation, max_context=recipe.max_context,
-                      context_noise=recipe.context_noise)
+                      context_noise=recipe.context_noise, region_weight=recipe.object_weight)
     exported = train(cfg, cache, out / "dit_init.safetensors")
     losses = [json.loads(line)["loss"] for line in (out / "dit_run" / "log.jsonl").read_text().splitlines()
               if "loss" in line]
@@ -266,6 +303,7 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
     manifest, cache_reused = cache_stage(recipe, out, ClipDataset(entries, recipe.frames, 16,
                                                                   ((recipe.size, recipe.size),)),
                                          vae, encoder, reused is not None, log)
+    add_object_masks(out / "cache", entries, recipe)  # cheap; reused caches of older recipes gain them too
     lap("cache", cache_reused)
     exported, losses = train_toy_dit(recipe, out / "cache", out, resume=cache_reused is not None)
     for name in ("dit.safetensors", "adapter.safetensors"):

@@ -36,8 +36,9 @@ def _batch(data: CachedClips, indices: list[int], rank: int, world: int) -> dict
     mine = [data[i] for i in indices[rank * share:(rank + 1) * share]]
     batch = {key: torch.stack([m[key] for m in mine]) for key in ("latents", "features")}
     batch["empty_features"] = data.empty.expand_as(batch["features"])
-    if all("start_latents" in m for m in mine):
-        batch["start_latents"] = torch.stack([m["start_latents"] for m in mine])
+    for optional in ("start_latents", "loss_mask"):
+        if all(optional in m for m in mine):
+            batch[optional] = torch.stack([m[optional] for m in mine])
     return batch
 
 

@@ -122,7 +122,7 @@ class Trainer:
         self.ema = EMA(self.params, cfg.ema_decay)
         self.objective = ObjectiveConfig(text_drop=cfg.text_drop, shift=cfg.shift, fourier_range=cfg.fourier_range,
                                          continuation=cfg.continuation, max_context=cfg.max_context,
-                                         context_noise=cfg.context_noise)
+                                         context_noise=cfg.context_noise, region_weight=cfg.region_weight)
         # the same stream on every process: each draws the global batch and keeps its part
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
@@ -159,7 +159,7 @@ class Trainer:
         """One optimisation step on this process's part of the batch.
 
         {latents, features, empty_features} and optionally start_latents (the condition image's latent
-        when it is not the clip's first frame).
+        when it is not the clip's first frame) and loss_mask (the cells `region_weight` weights).
         """
         device, acc = self.accelerator.device, self.accelerator
         local = batch["latents"].shape[0]
@@ -171,7 +171,7 @@ class Trainer:
             empty = self._context(batch["empty_features"].to(device))
             start = batch.get("start_latents")
             loss = flashi2v_loss(self.dit, batch["latents"].to(device), context, empty, self.objective,
-                                 draws=draws, start=start)
+                                 draws=draws, start=start, mask=batch.get("loss_mask"))
         acc.backward(loss)
         # The mean over processes is the gradient of the global batch's mean loss. With sequence parallelism
         # too: the S processes of a group each return S times their share of it (uniworld_core.parallel.comm).
