@@ -247,7 +247,9 @@ def write_card(weights: Path, metrics: dict, command: str) -> None:
                 if recipe.get("vae_latent_noise") else ""),
              f"- DiT: FlashI2V, dim {dit['dim']}, {dit['num_layers']} layers, {dit['num_heads']} heads, patch "
              f"{dit['patch_size']}, {recipe['dit_steps']} steps, batch {recipe['batch_size']} "
-             f"(loss {card['dit_loss_first_last_100'][0]:.3f} -> {card['dit_loss_first_last_100'][1]:.3f})",
+             f"(loss {card['dit_loss_first_last_100'][0]:.3f} -> {card['dit_loss_first_last_100'][1]:.3f})"
+             + (f", the objects' latent cells weighted {1 + recipe['object_weight']:g}x in the loss"
+                if recipe.get("object_weight") else ""),
              f"- Condition: tiny Qwen2.5-VL (hidden {recipe['vlm_hidden']}, frozen, tokenizer trained on the "
              "captions) + adapter trained with the DiT", f"- {card['bytes'] / 2**20:.1f} MiB in all, "
              f"{card['minutes']} min to train on 2 CPU cores",

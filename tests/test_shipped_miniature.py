@@ -20,6 +20,7 @@ import sys
 import pytest
 from conftest import REPO
 
+from training.miniature import Recipe, _recipe_json
 from training.toyworld import STYLES
 from uniworld_core.media import read_webp
 from uniworld_core.presets.miniature import DIR_VARIABLE, MINIATURE_DIR, available
@@ -49,6 +50,7 @@ def test_the_miniature_model_is_shipped_within_budget_with_its_card_and_sheets()
     card = _card()
     assert card["bars"] == BARS and card["passes"] == all(card["checks"].values()), card["checks"]
     assert card["minutes"] <= 120, "the recipe must run within 2 hours on 2 CPU cores"
+    assert card["recipe"] == _recipe_json(Recipe()), "the shipped weights are the recipe's defaults"
     for style in STYLES[1:]:
         assert (MINIATURE_DIR / "sheets" / f"{style.replace(' ', '_')}.png").is_file(), style
 
