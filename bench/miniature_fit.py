@@ -14,6 +14,7 @@ clip's start frame swapped for another clip's: the gap is how much the DiT reads
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -23,8 +24,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, when run as a script
 from uniworld_core.model import high_frequency  # noqa: E402
 from uniworld_core.sampling import REPORT, timesteps_from_sigmas, training_pair  # noqa: E402
-from uniworld_core.weights import load  # noqa: E402
-from uniworld_core.weights.vlm import load_adapter  # noqa: E402
+from uniworld_core.weights import load, load_adapter  # noqa: E402
 
 SIGMAS = (0.1, 0.3, 0.5, 0.8, 0.95)
 
@@ -59,7 +59,7 @@ def main() -> None:
     weights, cache = args.build / "weights", args.build / "cache"
     dit = load(weights / "toy_dit.safetensors", "dit").model.eval()
     card = (weights / "card.json").read_text()
-    hidden = int(__import__("json").loads(card)["recipe"]["vlm_hidden"])
+    hidden = int(json.loads(card)["recipe"]["vlm_hidden"])
     adapter = load_adapter(weights / "toy_adapter.safetensors", vlm_hidden=hidden).eval()
     files = sorted(cache.glob("clip_*.safetensors"))[args.first:args.first + args.clips]
     loaded = [load_file(str(f)) for f in files]
