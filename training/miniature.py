@@ -79,7 +79,7 @@ class Recipe:
     lr: float = 3e-4
     ema_decay: float = 0.999
     # The DiT's loss counts the latent cells an object touches 1 + object_weight times (training.objective,
-    # region_weight; 0 = off): the objects are a few percent of the cells (issue #20).
+    # region_weight; 0 = off): unweighted, the DiT fits backgrounds and styles, not the objects (issue #20).
     object_weight: float = 4.0  # run 7 (docs/training.md): object score 0.034 -> 0.116 at 12000 steps
     # Long videos (issue #23): a share of the DiT's batches continue 1..max_context clean latent frames of a
     # clip window; the card's window (context_frames + new_frames = the clip's 5 latent frames) is what
