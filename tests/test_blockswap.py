@@ -48,13 +48,57 @@ def test_block_swap_with_gguf_blocks(tmp_path):
     assert torch.equal(_out(model), expected)
 
 
+def _fp8_dit(tmp_path):
+    from safetensors.torch import save_file
+
+    from uniworld_core.weights.quantize import quantize_file
+    from uniworld_core.weights.registry import load
+
+    save_file(tiny_dit(cfg=CFG).state_dict(), str(tmp_path / "dit.safetensors"))
+    return load(quantize_file(tmp_path / "dit.safetensors", tmp_path / "fp8.safetensors", "fp8_e4m3fn"), "dit").model
+
+
+def test_a_swap_unit_moves_the_buffers_and_leaves_the_weights(tmp_path, monkeypatch):
+    """fp8 scales are buffers: they go to the device with the swap, since a layer whose weight arrives on a
+    GPU while its scale stays in CPU RAM fails (found on an H200 with the fp8 matmul)."""
+    from uniworld_core.memory import offload
+
+    block = _fp8_dit(tmp_path).blocks[0]
+    moved = []
+    monkeypatch.setattr(offload, "move_buffers", lambda module, device: moved.append((module, device)))
+    offload.SwapUnit(block, torch.device("cpu"))
+    assert moved == [(block, torch.device("cpu"))]
+    monkeypatch.undo()
+    offload.move_buffers(block, "meta")  # the meta device stands in for a GPU: anything left behind shows
+    assert all(b.device.type == "meta" for b in block.buffers()) and any(True for _ in block.buffers())
+    assert all(p.device.type == "cpu" for p in block.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: fp8 blocks streamed to a GPU")
+def test_fp8_blocks_swap_to_cuda_with_and_without_the_fp8_matmul(tmp_path):
+    from uniworld_core.quant import use_fp8_matmul
+
+    model = _fp8_dit(tmp_path)
+    inputs = [t.cuda() for t in dit_inputs(CFG)]
+    BlockSwap(model.blocks, 4, "cuda", 1)
+    for name, module in model.named_children():
+        if name != "blocks":
+            module.cuda()
+    with torch.no_grad():
+        upcast = model(*inputs)
+        use_fp8_matmul(model)
+        fast = model(*inputs)
+    assert torch.isfinite(fast).all()
+    assert ((fast - upcast).norm() / upcast.norm()).item() < 0.1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for streams and pinned memory")
 def test_block_swap_on_cuda_uses_a_copy_stream_and_pinned_memory():
     model = tiny_dit(cfg=CFG).cuda()
     with torch.no_grad():
         expected = model(*(t.cuda() for t in dit_inputs(CFG)))
     swap = BlockSwap(model.blocks, 4, "cuda", 1)
-    assert swap.copy_stream is not None and all(t.is_pinned() for s in swap.slots.values() for t in s.store.values())
+    assert swap.copy_stream is not None and all(t.is_pinned() for s in swap.units.values() for t in s.store.values())
     with torch.no_grad():
         assert torch.equal(model(*(t.cuda() for t in dit_inputs(CFG))), expected)
 

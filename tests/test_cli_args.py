@@ -182,3 +182,10 @@ def test_version_and_help_say_each_models_defaults(capsys):
 
     mini = miniature.defaults()
     assert f"{mini.width} for the miniature" in text and f"{mini.steps} for the miniature" in text
+
+
+def test_fp8_matmul_says_when_no_layer_can_use_it(tmp_path, capsys):
+    """The tiny preset has no fp8 weights: the run goes on as usual and says so."""
+    assert cli.main(["generate", "--preset", "tiny", "--steps", "1", "--frames", "5", "--fp8-matmul",
+                     "--out", str(tmp_path / "v.webp")]) == 0
+    assert "fp8 matmul: no layer can use it here" in capsys.readouterr().out

@@ -243,6 +243,9 @@ def parser() -> argparse.ArgumentParser:
                      "the fastest)")
     gen.add_argument("--compile", action="store_true", help="compile the DiT block with torch.compile "
                      "(once per video size; falls back to eager with a message when the compiler fails)")
+    gen.add_argument("--fp8-matmul", action="store_true", help="multiply fp8 (e4m3) weights in fp8 on the "
+                     "GPU's tensor cores (compute capability 8.9+: Ada, Hopper), rounding each token's input to "
+                     "fp8 too: faster, slightly less exact; other layers and devices keep upcasting the weights")
     _memory_options(gen)
     _long_video_options(gen)
     gen.add_argument("--cache", default="off", help="sampling cache: off (default), adaptive[:threshold] (skips "

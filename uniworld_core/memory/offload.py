@@ -33,6 +33,17 @@ def release_cached_memory(device: torch.device) -> None:
         torch.npu.empty_cache()
 
 
+def move_buffers(module: nn.Module, device: torch.device | str) -> None:
+    """Move `module`'s buffers (fp8 scales and the like), not its parameters, to `device`.
+
+    Swapped weights visit the device; their buffers are small and move once and stay, so a layer never
+    meets its weight on the GPU and its scale in CPU RAM.
+    """
+    for name, buffer in list(module.named_buffers()):
+        owner, _, leaf = name.rpartition(".")
+        setattr(module.get_submodule(owner) if owner else module, leaf, buffer.to(device))
+
+
 class SwapUnit:
     """Weights of `module` stored off-device; on the device only between `load`/`wait` and `drop`."""
 
@@ -44,6 +55,8 @@ class SwapUnit:
         self.device_copy: dict[str, torch.Tensor] | None = None
         self.ready = None
         self.drop()
+        move_buffers(module, device)
+
 
     @property
     def nbytes(self) -> int:
