@@ -152,3 +152,13 @@ def test_encoder_settings_travel_with_a_vlm_folder_and_bad_ones_are_named(tmp_pa
     with pytest.raises(InputError, match="image_size") as error:
         encoder_settings(tmp_path)
     assert ENCODER_SETTINGS_FILE in str(error.value)
+
+
+def test_a_card_sets_the_sampling_it_names_and_leaves_the_rest(tmp_path):
+    from uniworld_core.presets import miniature
+
+    (tmp_path / "card.json").write_text(json.dumps({"recipe": {"size": 32, "frames": 9},
+                                                    "sampling": {"steps": 7, "fourier_ratio": 0.3}}))
+    found = miniature.defaults(tmp_path)
+    assert (found.width, found.height, found.frames, found.steps, found.fourier_ratio) == (32, 32, 9, 7, 0.3)
+    assert (found.shift, found.cfg) == (miniature.DEFAULTS.shift, miniature.DEFAULTS.cfg)

@@ -97,7 +97,7 @@ def defaults(folder: str | Path | None = None) -> Defaults:
     content = json.loads(card.read_text())
     recipe, sampling = content.get("recipe", {}), content.get("sampling", {})
     size, frames = recipe.get("size", DEFAULTS.width), recipe.get("frames", DEFAULTS.frames)
-    known = {k: sampling[k] for k in ("steps", "shift", "cfg") if k in sampling}
+    known = {k: sampling[k] for k in ("steps", "shift", "cfg", "fourier_ratio") if k in sampling}
     return replace(DEFAULTS, width=size, height=size, frames=frames, **known)
 
 
