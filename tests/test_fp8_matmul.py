@@ -136,3 +136,37 @@ def test_a_quantised_dit_runs_with_the_fp8_matmul_and_can_switch_back(tmp_path):
     assert torch.equal(again, upcast)
     assert not torch.equal(fast, upcast)
     assert _rel_rms(fast, reference) < 0.1 and _rel_rms(upcast, reference) < 0.1
+
+
+@CPU
+def test_fp16_inputs_of_small_magnitude_stay_finite():
+    """448 / amax of a row of 1e-4s overflows fp16: such inputs are scaled in float32."""
+    layer = _fp8_layer(32, 64, torch.float16)
+    x = (torch.randn(5, 64) * 1e-4).to(torch.float16)
+    x[2] = 0  # an all-zero row too
+    with torch.no_grad():
+        upcast = layer(x)
+        use_fp8_matmul(layer)
+        fast = layer(x)
+    assert torch.isfinite(fast).all() and fast.dtype == torch.float16
+    assert torch.equal(fast[2], layer.bias.to(torch.float16))
+    assert _rel_rms(fast, upcast) < 0.05
+
+
+@CPU
+def test_a_block_with_the_fp8_matmul_compiles_without_graph_breaks(tmp_path):
+    from uniworld_core.model.attention import get_attention
+    from uniworld_core.model.compile import graph_breaks
+    from uniworld_core.model.rope import rope_tables
+
+    cfg = DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=1, freq_dim=32, text_dim=32, text_len=16)
+    save_file(WanDiT(cfg).state_dict(), str(tmp_path / "dense.safetensors"))
+    path = quantize_file(tmp_path / "dense.safetensors", tmp_path / "fp8.safetensors", "fp8_e4m3fn")
+    model = load(path, "dit", dtype=torch.bfloat16).model
+    assert use_fp8_matmul(model) > 0
+    gen = torch.Generator().manual_seed(5)
+    x, e = torch.randn(2, 12, 64, generator=gen), torch.randn(2, 6, 64, generator=gen)
+    context = torch.randn(2, 7, 64, generator=gen).to(torch.bfloat16)
+    with torch.no_grad():
+        assert graph_breaks(model.blocks[0], x, e, context, rope_tables((3, 2, 2), 32, x.device),
+                            get_attention("sdpa", x.device)) == 0

@@ -16,8 +16,6 @@ dequantisation is left to the compiler, which fuses it into one kernel.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,13 +91,20 @@ class Fp8Linear(nn.Linear):
 def fp8_matmul_supported(device: torch.device) -> bool:
     """Whether `torch._scaled_mm` runs on `device`: CUDA GPUs of compute capability 8.9+ (Ada, Hopper and
     later) and PyTorch's CPU kernel where it takes row-wise scales (correct, not fast: for tests)."""
+    global _CPU_ROWWISE
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 9)
-    return device.type == "cpu" and _cpu_rowwise_scaled_mm()
+    if device.type != "cpu":
+        return False
+    if _CPU_ROWWISE is None:  # probed once, by `use_fp8_matmul`, before any forward (and any compile) asks
+        _CPU_ROWWISE = _cpu_rowwise_scaled_mm()
+    return _CPU_ROWWISE
 
 
-@functools.cache
+_CPU_ROWWISE: bool | None = None
+
+
 def _cpu_rowwise_scaled_mm() -> bool:
     """Whether this PyTorch's CPU `_scaled_mm` takes row-wise scales (2.13 does; 2.11 only per-tensor ones)."""
     codes = torch.zeros(16, 16, dtype=torch.float8_e4m3fn)
@@ -137,12 +142,14 @@ def scaled_fp8_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch
 
     Each row of x (a token) is scaled so that its largest value is e4m3's largest and rounded to e4m3;
     the kernel multiplies the fp8 codes and applies both scales to its float32 sums. Returns x's dtype.
-    The input's scaling is two passes in x's dtype (a max, a multiply fused with nothing but the cast): at
-    the 14B's widths a float32 detour cost more than the fp8 matmul saves.
+    In bf16 the input's scaling is two passes (a max, then a multiply and the cast): at the 14B's widths a
+    float32 detour cost more than the fp8 matmul saves. fp16 inputs take it (its range is too small).
     """
     rows = x.reshape(-1, x.shape[-1])
+    if rows.dtype != torch.bfloat16:  # fp16's range cannot hold 448 / amax of a small row; fp32 is as is
+        rows = rows.float()
     amax = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1, keepdim=True).float().clamp(min=1e-12)
-    inverse = (E4M3_MAX / amax).to(rows.dtype)  # [M, 1]; rounded to x's dtype, so undo exactly that
+    inverse = (E4M3_MAX / amax).to(rows.dtype)  # [M, 1]; rounded to bf16 there, so undo exactly that
     codes = (rows * inverse).to(torch.float8_e4m3fn)  # |values| <= 448 (1 + 2^-8) round to 448, never past
     scale_x = inverse.float().reciprocal()
     scale_w = weight_scale.float().reshape(1, -1).expand(1, weight.shape[0]).contiguous()  # [1, out]
