@@ -362,8 +362,8 @@ def _use_fp8_matmul(dit: torch.nn.Module) -> None:
     """--fp8-matmul: switch the DiT's fp8 linears to the fp8 matmul, saying how many can use it."""
     count = use_fp8_matmul(dit)
     print(f"fp8 matmul: {count} fp8 linears multiply in fp8" if count else
-          "fp8 matmul: no layer can use it here (it needs fp8 e4m3 weights on a GPU of compute capability 8.9+ "
-          "or the CPU); the weights are upcast as usual")
+          "fp8 matmul: no layer can use it here (it needs fp8 e4m3 linears at least 4096 outputs wide, on a GPU "
+          "of compute capability 8.9+); the weights are upcast as usual")
 
 
 def _stack_for(args: argparse.Namespace) -> tuple[Stack, str | None, Path, torch.device]:

@@ -57,7 +57,6 @@ class SwapUnit:
         self.drop()
         move_buffers(module, device)
 
-
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.store.values())
