@@ -114,9 +114,15 @@ def main() -> None:
         path, swap, mm, write = variant(kind, source, folder, args.layers, args.swap_blocks)
         out = folder / "out.pt"
         compute = "float32" if kind.split("+")[0] == "fp32" else dtype
-        seconds, peak, held = subprocess.run(
+        child = subprocess.run(
             [sys.executable, "-c", CHILD, str(path), str(swap), args.grid, str(out), args.device, compute,
-             "1" if mm else "0", str(args.rounds)], capture_output=True, text=True, check=True).stdout.split()
+             "1" if mm else "0", str(args.rounds)], capture_output=True, text=True)
+        if child.returncode != 0:  # one variant failing says why and leaves the others to run
+            print(child.stderr[-3000:], file=sys.stderr)
+            last = (child.stderr.strip().splitlines() or ["no message"])[-1]
+            rows.append(f"| {kind} | {compute} | failed: {last} |||||| {write} |")
+            continue
+        seconds, peak, held = child.stdout.split()
         y = torch.load(out, weights_only=True)
         reference = y if reference is None else reference
         error = ((y - reference).square().mean().sqrt() / reference.square().mean().sqrt()).item()
