@@ -82,7 +82,8 @@ class Fp8Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        if self.scaled_matmul and _scaled_matmul_fits(self, x):
+        # the fp8 matmul has no backward: with autograd on, the upcast path runs
+        if self.scaled_matmul and not torch.is_grad_enabled() and _fp8_matmul_layer(self, x.device):
             return scaled_fp8_linear(x, self.weight, self.scale_weight, bias)
         out = SHARED.get(self.weight.numel(), x.dtype, x.device) if _share_buffers() else None
         return F.linear(x, self.dequantize(x.dtype, out), bias)
@@ -129,11 +130,6 @@ def _fp8_matmul_layer(layer: Fp8Linear, device: torch.device) -> bool:
     return (layer.weight.dtype == torch.float8_e4m3fn and layer.in_features % 16 == 0
             and layer.out_features % 16 == 0 and layer.out_features >= FP8_MATMUL_MIN_OUT
             and fp8_matmul_supported(device))
-
-
-def _scaled_matmul_fits(layer: Fp8Linear, x: torch.Tensor) -> bool:
-    """The fp8 matmul runs without autograd (it has no backward); otherwise the upcast path runs."""
-    return not torch.is_grad_enabled() and _fp8_matmul_layer(layer, x.device)
 
 
 def scaled_fp8_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
