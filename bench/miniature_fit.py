@@ -1,6 +1,6 @@
 """How well a miniature DiT fits its training data: the relative error of its one-step clean prediction.
 
-    python bench/miniature_fit.py BUILD_DIR [--clips 40] [--first 0]
+    python bench/miniature_fit.py BUILD_DIR [--clips 40] [--first 0] [--held-out]
 
 BUILD_DIR is a `python -m training.miniature --out DIR` folder (its weights/ and cache/). For cached
 training clips noised to each sigma as in training (FlashI2V latent shifting), the DiT's velocity gives
@@ -9,6 +9,9 @@ printed for all cells, latent frame 0, the later frames, and inside / outside th
 (the cache's `loss_mask`). The toy world is deterministic (the first frame, caption and style fix the
 clip), so a DiT that fits it has a near-zero error even at sigma near 1. The same is printed with each
 clip's start frame swapped for another clip's: the gap is how much the DiT reads the image.
+
+With --held-out the clips are toy photos the build never trained on, cached once into
+BUILD_DIR/held_out/ by the build's own VAE and VLM: the gap to the training clips is over-fitting.
 """
 
 from __future__ import annotations
@@ -27,6 +30,36 @@ from uniworld_core.sampling import REPORT, timesteps_from_sigmas, training_pair 
 from uniworld_core.weights import load, load_adapter  # noqa: E402
 
 SIGMAS = (0.1, 0.3, 0.5, 0.8, 0.95)
+HELD_OUT_DATA_SEED = 7  # write_dataset's clip seeds 7_000_021 + i: apart from the training seeds 0 + i
+
+
+def held_out_cache(build: Path, clips: int) -> Path:
+    """A cache of `clips` unseen toy photos (all renderings), encoded by the build's VAE and frozen VLM."""
+    import dataclasses
+
+    from training.cache import build_cache
+    from training.data import ClipDataset, read_meta
+    from training.miniature import Recipe, add_object_masks
+    from training.toyworld import write_dataset
+    from uniworld_core.conditioning.vlm_encoder import VLMEncoder, encoder_settings
+    from uniworld_core.model import EncoderAdapter
+    from uniworld_core.weights import load_vlm
+
+    folder = build / "held_out"
+    if (folder / "cache" / "manifest.json").exists():
+        return folder / "cache"
+    fields = json.loads((build / "weights" / "card.json").read_text())["recipe"]
+    recipe = Recipe(**{k: v for k, v in fields.items() if k in ("frames", "size", "vlm_hidden", "seed")})
+    entries, _ = read_meta(write_dataset(folder / "data", clips, recipe.frames, recipe.size, HELD_OUT_DATA_SEED))
+    vae = load(build / "weights" / "toy_vae.safetensors", "vae").model.eval()
+    model, processor = load_vlm(build / "weights" / "toy_vlm", torch.float32)
+    settings = encoder_settings(build / "weights" / "toy_vlm")
+    encoder = VLMEncoder(model, processor, EncoderAdapter(recipe.vlm_hidden), max_length=settings["max_length"],
+                         image_size=settings["image_size"])  # the cache keeps the features before the adapter
+    dataset = ClipDataset(entries, recipe.frames, 16, ((recipe.size, recipe.size),))
+    build_cache(dataset, vae, encoder, folder / "cache")
+    add_object_masks(folder / "cache", entries, dataclasses.replace(recipe, seed=HELD_OUT_DATA_SEED))
+    return folder / "cache"
 
 
 @torch.no_grad()
@@ -55,8 +88,11 @@ def main() -> None:
     parser.add_argument("build", type=Path)
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--first", type=int, default=0, help="the first cached clip used")
+    parser.add_argument("--held-out", action="store_true", help="unseen toy photos instead of the training cache")
     args = parser.parse_args()
     weights, cache = args.build / "weights", args.build / "cache"
+    if args.held_out:
+        cache = held_out_cache(args.build, -(-args.clips // 4))  # 4-5 renderings per photo
     dit = load(weights / "toy_dit.safetensors", "dit").model.eval()
     card = (weights / "card.json").read_text()
     hidden = int(json.loads(card)["recipe"]["vlm_hidden"])

@@ -135,3 +135,22 @@ def test_fit_diagnostic_is_zero_for_a_perfect_dit_and_about_one_for_the_mean():
         found = relative_errors(oracle, clips, torch.zeros(16, 2, 8), start, 0.8, torch.Generator().manual_seed(1))
         assert set(found) == {"all", "frame 0", "later", "objects", "background"}
         assert all(low <= v <= high for v in found.values()), (known, found)
+
+
+def test_held_out_cache_holds_unseen_photos_encoded_by_the_builds_own_vae(tmp_path):
+    """`miniature_fit.py --held-out`: clips of photos the build never saw, in the training cache's layout."""
+    from miniature_fit import held_out_cache
+    from safetensors.torch import load_file
+
+    from training.miniature import QUICK, build
+
+    build(tmp_path, QUICK, log=lambda *a: None)
+    cache = held_out_cache(tmp_path, 1)
+    trained = load_file(str(sorted((tmp_path / "cache").glob("clip_*.safetensors"))[0]))
+    held = sorted(cache.glob("clip_*.safetensors"))
+    assert len(held) == len(STYLES)  # one photo, every rendering
+    unseen = load_file(str(held[0]))
+    assert unseen.keys() == trained.keys() and unseen["latents"].shape == trained["latents"].shape
+    assert not torch.equal(unseen["latents"], trained["latents"])
+    assert 0 < unseen["loss_mask"].mean() < 1  # its own objects' cells, from its own seeds
+    assert held_out_cache(tmp_path, 1) == cache and len(list(cache.glob("clip_*.safetensors"))) == len(held)

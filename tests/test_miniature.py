@@ -80,6 +80,10 @@ def test_finished_vae_and_cache_stages_are_reused_only_for_the_same_recipe_field
     card = build(tmp_path, dataclasses.replace(QUICK, vlm_hidden=QUICK.vlm_hidden * 2), log=logged.append)
     assert card["reused_stages"] == ["vae"]  # the cache holds the VLM's features: made again
     logged.clear()
+    card = build(tmp_path, dataclasses.replace(QUICK, clips=QUICK.clips + 1), log=logged.append)
+    assert card["reused_stages"] == ["vae"]  # more DiT data: the VAE trains on `vae_clips` alone
+    assert card["cached_clips"] > build(tmp_path, QUICK, log=lambda *a: None)["cached_clips"]
+    logged.clear()
     card = build(tmp_path, dataclasses.replace(QUICK, vae_steps=QUICK.vae_steps + 1), log=logged.append)
     assert card["reused_stages"] == [] and not any("reusing" in line for line in logged)
     assert vae_file.read_bytes() != first

@@ -102,3 +102,18 @@ def test_toy_workflow_runs_headless_on_the_shipped_model(tmp_path):
     with av.open(str(videos[0])) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 17 and frames[0].shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("workflow", ["toy_world_miniature", "long_video"])
+def test_the_miniature_workflows_sample_with_the_cards_settings(workflow):
+    """A user who opens the shipped workflow gets the sampling the card measured (steps, cfg, shift, size)."""
+    card, nodes = _card(), json.loads((REPO / "workflows" / f"{workflow}.api.json").read_text()).values()
+    expected = {**card["sampling"], "frames": card["recipe"]["frames"]}
+    expected.pop("fourier_ratio", None)  # a Fourier Cutoff node input, not the sampler's
+    samplers = [n["inputs"] for n in nodes if n["class_type"] in ("UniWorldSampler", "UniWorldExtendVideo")]
+    assert samplers
+    for inputs in samplers:
+        shown = {k: inputs[k] for k in expected if k in inputs}
+        assert shown == {k: expected[k] for k in shown} and {"steps", "cfg", "shift"} <= shown.keys(), inputs
+    first = next(n["inputs"] for n in nodes if n["class_type"] == "UniWorldSampler")
+    assert (first["width"], first["height"]) == (card["recipe"]["size"],) * 2

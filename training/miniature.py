@@ -52,9 +52,10 @@ EXAMPLE_SEED = 8_000_000  # example inputs: held-out clips, far from the trainin
 
 @dataclass
 class Recipe:
-    clips: int = 240
+    clips: int = 240  # toy photos for the DiT's data (five renderings each)
     frames: int = 17
     size: int = 64
+    vae_clips: int = 240  # toy photos for the VAE stage, apart from `clips` so the DiT's data can grow alone
     vae_width: int = 16
     vae_res_blocks: int = 1  # per stage (Wan2.1: 2): about half the convolutions per step
     vae_dim_mult: tuple[int, ...] = (1, 2, 4, 4)  # Wan2.1's four stages: 8x smaller in space
@@ -100,8 +101,8 @@ class Recipe:
     seed: int = 0
 
 
-QUICK = Recipe(clips=2, frames=5, size=32, vae_width=8, vae_frames=9, vae_crop=16, vae_image_steps=2, vae_steps=3,
-               vlm_hidden=64,
+QUICK = Recipe(clips=2, vae_clips=2, frames=5, size=32, vae_width=8, vae_frames=9, vae_crop=16, vae_image_steps=2,
+               vae_steps=3, vlm_hidden=64,
                dit=DiTConfig(dim=64, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32, text_dim=32),
                dit_steps=2, batch_size=1)
 
@@ -145,7 +146,7 @@ def train_toy_vae(recipe: Recipe, log=print) -> tuple[WanVAE, dict]:
     """The VAE stage: the Wan2.1 architecture at the recipe's size, trained on toy clips; returns it and its card."""
     torch.manual_seed(recipe.seed)
     vae = init_for_training(WanVAE(vae_config(recipe)))
-    clips = _vae_clips(recipe, recipe.clips, recipe.vae_frames, recipe.seed * 1_000_003)
+    clips = _vae_clips(recipe, recipe.vae_clips, recipe.vae_frames, recipe.seed * 1_000_003)
     held_out = _vae_clips(recipe, 2, recipe.frames, 5_000_000 + recipe.seed)  # full-length clips, unseen seeds
     cfg = VAETrainConfig(steps=recipe.vae_steps, image_steps=recipe.vae_image_steps, batch_size=2,
                          crop=recipe.vae_crop, eval_every=max(1, recipe.vae_steps // 10), seed=recipe.seed,
@@ -165,7 +166,7 @@ def _recipe_json(recipe: Recipe) -> dict:
 
 def _vae_fields(recipe: Recipe) -> dict:
     """The recipe fields the VAE stage depends on, as JSON values."""
-    return {k: v for k, v in _recipe_json(recipe).items() if k.startswith("vae_") or k in ("clips", "size", "seed")}
+    return {k: v for k, v in _recipe_json(recipe).items() if k.startswith("vae_") or k in ("size", "seed")}
 
 
 def _finished(record: Path, fields: dict) -> dict | None:
@@ -202,7 +203,7 @@ def cache_stage(recipe: Recipe, out: Path, dataset: ClipDataset, vae: WanVAE, en
     """The cache stage of `build` (latents and VLM features), reused with a reused VAE stage and the same recipe
     fields (the toy world, the VLM and the tokenizer are deterministic). Returns the cache's manifest and the
     minutes it took when reused (else None)."""
-    fields = {**_vae_fields(recipe), "frames": recipe.frames, "vlm_hidden": recipe.vlm_hidden}
+    fields = {**_vae_fields(recipe), "clips": recipe.clips, "frames": recipe.frames, "vlm_hidden": recipe.vlm_hidden}
     record, manifest = out / CACHE_STAGE, out / "cache" / "manifest.json"
     saved = _finished(record, fields) if vae_reused and manifest.exists() else None
     if saved is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from run_workflow import load_pack  # noqa: E402
+from uniworld_core.presets.miniature import DEFAULTS as TOY  # noqa: E402  the card's sampling settings
 
 REPACKAGED = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
 QWEN_FILE = "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/text_encoders"
@@ -338,11 +339,11 @@ def toy_world_miniature(classes) -> dict:
                            "files ship with the pack and appear in the loaders as toy_*.\n\nInput: a toy photo "
                            "(examples in uniworld_core/miniature_model/examples/; copy "
                            f"{TOY_IMAGE} into ComfyUI/input). Styles it knows: watercolor, pixel art, neon, "
-                           "pencil sketch (all in Style Select). 64x64, 17 frames, 30 steps, cfg 2, shift 3 (the "
-                           "card's sampling settings)."])
+                           f"pencil sketch (all in Style Select). {TOY.width}x{TOY.height}, {TOY.frames} frames, "
+                           f"{TOY.steps} steps, cfg {TOY.cfg:g}, shift {TOY.shift:g} (the card's sampling settings)."])
     image, dit, vae, vlm, style, encode, fourier = _miniature_inputs(g)
-    tail = _tail(g, dit, vae, encode, encode, image, "video/uniworld_toy", fourier, frames=17,
-                 size=(64, 64, 30), cfg_shift=(2.0, 3.0))
+    tail = _tail(g, dit, vae, encode, encode, image, "video/uniworld_toy", fourier, frames=TOY.frames,
+                 size=(TOY.width, TOY.height, TOY.steps), cfg_shift=(TOY.cfg, TOY.shift))
     sampler, *rest = tail
     return _with_note(g, note, [[image, dit, vae], [vlm, style, encode], [fourier, *sampler],
                                 [n for column in rest for n in column]])
@@ -359,12 +360,13 @@ def long_video(classes) -> dict:
                            f"image-to-video with colour matching). Copy {TOY_IMAGE} from "
                            "uniworld_core/miniature_model/examples/ into ComfyUI/input."])
     image, dit, vae, vlm, style, encode, fourier = _miniature_inputs(g)
-    sampler, *rest = _tail(g, dit, vae, encode, encode, image, "video/uniworld_long", fourier, frames=17,
-                           size=(64, 64, 30), cfg_shift=(2.0, 3.0))
+    sampler, *rest = _tail(g, dit, vae, encode, encode, image, "video/uniworld_long", fourier, frames=TOY.frames,
+                           size=(TOY.width, TOY.height, TOY.steps), cfg_shift=(TOY.cfg, TOY.shift))
     decode = rest[0][0]
     previous, extends = sampler[0], []
     for n in range(4):
-        extend = g.node("UniWorldExtendVideo", [12, 2, "continuation", 30, 2.0, 3.0, 100 + n, "fixed", True])
+        extend = g.node("UniWorldExtendVideo", [12, 2, "continuation", TOY.steps, TOY.cfg, TOY.shift, 100 + n,
+                                                "fixed", True])
         for name, (src, slot) in {"model": (dit, 0), "vae": (vae, 0), "positive": (encode, 0),
                                   "negative": (encode, 1), "fourier": (fourier, 0), "latent": (previous, 0)}.items():
             g.link(src, slot, extend, name)
