@@ -34,7 +34,7 @@ COMFY_FOLDERS = {"diffusion_models": (FILES["dit"], FILES["adapter"]), "vae": (F
                  "text_encoders": (FILES["vlm"],)}
 EXAMPLES_FILE = "examples.json"  # [{"image", "prompt", "style"}]: held-out toy photos
 # The full recipe's clips and sampling settings (card.json says per build).
-DEFAULTS = replace(REPORT, width=64, height=64, frames=17, steps=30, shift=3.0, cfg=2.0)
+DEFAULTS = replace(REPORT, width=64, height=64, frames=17, steps=30, shift=7.0, cfg=2.0)
 
 
 @dataclass
