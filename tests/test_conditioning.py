@@ -6,6 +6,8 @@ tokens are built here; nothing is downloaded.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from conftest import REPO
@@ -277,6 +279,16 @@ def test_single_file_without_vision_runs_official_mode_only(vlm, adapter, tokeni
                           atol=1e-6, rtol=1e-6)
     with pytest.raises(CheckpointError, match="without vision-tower weights"):
         VLMEncoder(model, processor, adapter, mode="full_vision")
+
+
+def test_single_file_vlm_without_accelerate_says_to_install_the_requirements(vlm, tokenizer_dir, tmp_path,
+                                                                             monkeypatch):
+    """A pack installed without its requirements met a bare ModuleNotFoundError in a real ComfyUI."""
+    path = tmp_path / "qwen_2.5_vl_7b.safetensors"
+    _comfy_single_file(vlm[0], path)
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # what Python does for a missing package
+    with pytest.raises(CheckpointError, match="'accelerate' package is missing.*pip install -r requirements.txt"):
+        load_vlm(path, dtype=torch.float32, tokenizer_dir=tokenizer_dir, config=vlm[0].config)
 
 
 def test_single_file_vision_tower_widths_are_read_from_the_file(tmp_path, tokenizer_dir):

@@ -137,9 +137,15 @@ def load_single_file_vlm(path: str | Path, dtype: torch.dtype = torch.bfloat16, 
     The config is inferred from the shapes with Qwen2.5's 128-wide heads; pass a
     transformers `Qwen2_5_VLConfig` for models with other head sizes.
     """
-    from accelerate import init_empty_weights
     from transformers import Qwen2_5_VLForConditionalGeneration
 
+    try:
+        from accelerate import init_empty_weights
+    except ImportError as exc:  # a pack installed without its requirements (seen in a real ComfyUI)
+        raise CheckpointError(f"'{Path(path).name}' is a one-file Qwen2.5-VL and the 'accelerate' package is "
+                              "missing", "the pack's requirements installed",
+                              "Run pip install -r requirements.txt (in the pack's folder) with ComfyUI's Python, "
+                              "then restart ComfyUI.") from exc
     wf = open_weights(path)
     names = _single_file_names(wf.keys())
     if "model.language_model.embed_tokens.weight" not in names:
