@@ -41,21 +41,16 @@ def held_out_cache(build: Path, clips: int) -> Path:
     from training.data import ClipDataset, read_meta
     from training.miniature import Recipe, add_object_masks
     from training.toyworld import write_dataset
-    from uniworld_core.conditioning.vlm_encoder import VLMEncoder, encoder_settings
-    from uniworld_core.model import EncoderAdapter
-    from uniworld_core.weights import load_vlm
+    from uniworld_core.conditioning import vlm_encoder
 
     folder = build / "held_out"
     if (folder / "cache" / "manifest.json").exists():
         return folder / "cache"
     fields = json.loads((build / "weights" / "card.json").read_text())["recipe"]
-    recipe = Recipe(**{k: v for k, v in fields.items() if k in ("frames", "size", "vlm_hidden", "seed")})
+    recipe = Recipe(**{k: v for k, v in fields.items() if k in ("frames", "size", "seed")})
     entries, _ = read_meta(write_dataset(folder / "data", clips, recipe.frames, recipe.size, HELD_OUT_DATA_SEED))
     vae = load(build / "weights" / "toy_vae.safetensors", "vae").model.eval()
-    model, processor = load_vlm(build / "weights" / "toy_vlm", torch.float32)
-    settings = encoder_settings(build / "weights" / "toy_vlm")
-    encoder = VLMEncoder(model, processor, EncoderAdapter(recipe.vlm_hidden), max_length=settings["max_length"],
-                         image_size=settings["image_size"])  # the cache keeps the features before the adapter
+    encoder = vlm_encoder(build / "weights" / "toy_vlm", None, dtype=torch.float32)  # features only, as cached
     dataset = ClipDataset(entries, recipe.frames, 16, ((recipe.size, recipe.size),))
     build_cache(dataset, vae, encoder, folder / "cache")
     add_object_masks(folder / "cache", entries, dataclasses.replace(recipe, seed=HELD_OUT_DATA_SEED))
