@@ -242,7 +242,7 @@ def write_card(weights: Path, metrics: dict, command: str) -> None:
              "the photo's first frame conditions every rendering (I2SV).", "",
              "## Model", f"- VAE: Wan2.1 architecture, width {recipe['vae_width']}, stages "
              f"{recipe.get('vae_dim_mult', [1, 2, 4, 4])}, {recipe.get('vae_image_steps', 0)} image + "
-             f"{recipe['vae_steps']} clip steps"
+             f"{recipe['vae_steps']} clip steps on the first {recipe.get('vae_clips', recipe['clips'])} clips"
              + (f", decoder trained on latents + N(0, {recipe['vae_latent_noise']}^2)"
                 if recipe.get("vae_latent_noise") else ""),
              f"- DiT: FlashI2V, dim {dit['dim']}, {dit['num_layers']} layers, {dit['num_heads']} heads, patch "
