@@ -120,7 +120,7 @@ def main() -> None:
         if child.returncode != 0:  # one variant failing says why and leaves the others to run
             print(child.stderr[-3000:], file=sys.stderr)
             last = (child.stderr.strip().splitlines() or ["no message"])[-1]
-            rows.append(f"| {kind} | {compute} | failed: {last} |||||| {write} |")
+            rows.append(f"| {kind} | {compute} | failed: {last} ||||| {write} |")
             continue
         seconds, peak, held = child.stdout.split()
         y = torch.load(out, weights_only=True)

@@ -47,7 +47,8 @@ def held_out_cache(build: Path, clips: int) -> Path:
     if (folder / "cache" / "manifest.json").exists():
         return folder / "cache"
     fields = json.loads((build / "weights" / "card.json").read_text())["recipe"]
-    recipe = Recipe(**{k: v for k, v in fields.items() if k in ("frames", "size", "seed")})
+    known = {f.name for f in dataclasses.fields(Recipe)} - {"dit"}  # the VAE's fields size the object masks
+    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known})
     entries, _ = read_meta(write_dataset(folder / "data", clips, recipe.frames, recipe.size, HELD_OUT_DATA_SEED))
     vae = load(build / "weights" / "toy_vae.safetensors", "vae").model.eval()
     encoder = vlm_encoder(build / "weights" / "toy_vlm", None, dtype=torch.float32)  # features only, as cached
