@@ -7,16 +7,18 @@ object-absent clip, the first target frame held still, the truth itself) are mea
 For each held-out clip the miniature model makes a video of one run plus continuations (at least 4 times
 the run's length in all), in three ways: continuation (the model's context frames), the fallback
 (chained image-to-video with colour matching and a cross-fade) and naive chaining (the same chain
-without either). Per chunk: the object score and the object tracking error (the toy world knows where
-its objects are), the colour drift (the mean colour of the background against the first chunk's),
-and time and peak memory; per join: the frame change across it over the mean frame change within the
-chunks. Prints a markdown table per way and writes the numbers as JSON next to --out.
+without either). Per chunk: the object score (pooled over the clips, as bench/eval_miniature.py pools
+it) and the object tracking error (the toy world knows where its objects are), the colour drift (the
+mean colour of the background against the first chunk's), and time and peak memory; per join: the frame
+change across it over the mean frame change within the chunks. Prints a markdown table per way and
+writes the numbers as JSON next to --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -69,7 +71,8 @@ def peak_rss_mib() -> float:
 
 
 def chunk_metrics(video: torch.Tensor, truth: Truth, bounds: list[tuple[int, int]]) -> list[dict]:
-    """Object score, tracking error and background colour of each chunk of a generated video."""
+    """Per chunk of one generated video: its object and object-absent errors (summed, for pooling over
+    clips), its mean tracking error and its background colour's drift from the first chunk's."""
     error, absent = object_errors(video, truth)
     background = (1 - truth.footprint())[..., None]
     first_colour = None
@@ -81,11 +84,25 @@ def chunk_metrics(video: torch.Tensor, truth: Truth, bounds: list[tuple[int, int
         sub = replace(truth, photo=truth.photo[part], target=truth.target[part], absent=truth.absent[part],
                       masks=truth.masks[:, part])
         centroids = centroid_errors(video[part], sub)
-        hidden = float(absent[part].sum()) == 0  # the style hides every object in this chunk: no score
-        rows.append({"object_score": None if hidden else float(1 - error[part].sum() / absent[part].sum()),
-                     "centroid_error_px": float(centroids.median()) if len(centroids) else None,
+        rows.append({"object_error": float(error[part].sum()), "absent_error": float(absent[part].sum()),
+                     "centroid_error_px": float(centroids.mean()) if len(centroids) else None,
                      "colour_drift_255": float((colour - first_colour).abs().max() * 255)})
     return rows
+
+
+def summarise_chunks(rows: list[list[dict]], chunks: int) -> dict:
+    """Per chunk over the clips, as bench/eval_miniature.py summarises a clip: the object score pooled
+    (1 - the clips' summed object error / their summed object-absent error; a clip whose objects barely
+    differ from their background weighs as little as its error instead of swinging a mean of ratios; None
+    where the style hides every object), the median of the clips' tracking errors, the mean colour drift."""
+    out = {"object_score": [], "centroid_error_px": [], "colour_drift_255": []}
+    for c in range(chunks):
+        error, absent = (sum(r[c][key] for r in rows) for key in ("object_error", "absent_error"))
+        centroids = [r[c]["centroid_error_px"] for r in rows if r[c]["centroid_error_px"] is not None]
+        out["object_score"].append(1 - error / absent if absent > 0 else None)
+        out["centroid_error_px"].append(statistics.median(centroids) if centroids else None)
+        out["colour_drift_255"].append(_mean(r[c]["colour_drift_255"] for r in rows))
+    return out
 
 
 def join_discontinuity(video: torch.Tensor, bounds: list[tuple[int, int]]) -> list[float]:
@@ -179,8 +196,7 @@ def main() -> None:
             rows.append(chunk_metrics(video, truth, bounds))
             joins.append(join_discontinuity(video, bounds))
             costs.append(cost)
-        results[name] = {key: [_mean(r[c][key] for r in rows) for c in range(args.chunks)]
-                         for key in ("object_score", "centroid_error_px", "colour_drift_255")}
+        results[name] = summarise_chunks(rows, args.chunks)
         results[name]["join_discontinuity"] = _mean(j for clip_joins in joins for j in clip_joins)
         results[name]["seconds_per_chunk"] = [_mean(c[i]["seconds"] for c in costs) for i in range(args.chunks)]
         results[name]["peak_rss_mib"] = [max(c[i]["peak_rss_mib"] for c in costs) for i in range(args.chunks)]

@@ -245,3 +245,23 @@ def test_umt5_loader_reads_the_tokenizer_in_comfyuis_file_by_default(pack):
     (encoder,) = nodes["UniWorldT5Loader"]().load("umt5_xxl_fp8_e4m3fn_scaled.safetensors", default, "fp32", False)
     positive, _ = nodes["UniWorldT5Encode"]().encode(encoder, "a cat walks", "")
     assert positive.context.shape == (1, 512, 16) and positive.context[0, 0].abs().sum() > 0
+
+
+# ---- the DiT loader's fp8_matmul input reaches the fp8 layers, and says what it did
+
+@pytest.mark.parametrize("fp8_matmul", [True, False])
+def test_the_dit_loaders_fp8_matmul_input_switches_the_fp8_layers(pack, comfyui, fp8_matmul):
+    quant = importlib.import_module(f"{PACK_NAME}.uniworld_core.quant")
+    folder = comfyui / "models" / "diffusion_models"
+    fp8 = folder / "dit_fp8_e4m3fn_scaled.safetensors"
+    quant_file = importlib.import_module(f"{PACK_NAME}.uniworld_core").quantize_file
+    quant_file(folder / "uniworld_osp2_dit_14B_bf16.safetensors", fp8, "fp8_e4m3fn")
+    try:
+        (handle,) = pack.NODE_CLASS_MAPPINGS["UniWorldDiTLoader"]().load(
+            fp8.name, "fp32", "auto", 0, 1, fp8_matmul=fp8_matmul)
+    finally:
+        fp8.unlink()
+    layers = [m for m in handle.model.modules() if isinstance(m, quant.Fp8Linear)]
+    assert layers and all(layer.scaled_matmul == fp8_matmul for layer in layers)
+    # this tiny model's linears are narrower than the fp8 matmul's 4096 outputs: the node says no layer uses it
+    assert ("fp8 matmul: no layer can use it here" in handle.description) == fp8_matmul

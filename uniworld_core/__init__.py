@@ -31,6 +31,7 @@ from .memory import AUTO, DiTPlacement, Placement, place_dit
 from .model import DiTConfig, VAEConfig, WanDiT, WanVAE, compile_blocks, get_attention
 from .presets import load_miniature, tiny_stack
 from .progress import ProgressHook, print_progress
+from .quant import fp8_matmul_summary, use_fp8_matmul
 from .sampling import (
     REPORT,
     ContinuationSettings,
@@ -60,7 +61,7 @@ __all__ = [
     # loading and placing
     "load", "Loaded", "inspect_file", "convert_file", "quantize_file", "read_lora", "applied",
     "place_dit", "DiTPlacement", "Placement", "AUTO", "pick_device", "resolve_dtype", "get_attention",
-    "compile_blocks",
+    "compile_blocks", "use_fp8_matmul", "fp8_matmul_summary",
     # the networks
     "WanDiT", "WanVAE", "DiTConfig", "VAEConfig",
     # conditioning

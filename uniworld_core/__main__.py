@@ -38,7 +38,7 @@ from .parallel import start as start_parallel
 from .presets import miniature
 from .presets.tiny import TINY_NOTICE, tiny_context, tiny_stack
 from .progress import print_progress
-from .quant import use_fp8_matmul
+from .quant import fp8_matmul_summary, use_fp8_matmul
 from .sampling import (
     LONGEST_RUN,
     REPORT,
@@ -352,18 +352,10 @@ def _build(args: argparse.Namespace, preset: str | None, device: torch.device, i
     if args.fsdp:
         shard_dit(stack.dit, parallel)
     if args.fp8_matmul:
-        _use_fp8_matmul(stack.dit)
+        print(fp8_matmul_summary(use_fp8_matmul(stack.dit)))
     if args.compile:
         compile_blocks(stack.dit, log=print)
     return stack
-
-
-def _use_fp8_matmul(dit: torch.nn.Module) -> None:
-    """--fp8-matmul: switch the DiT's fp8 linears to the fp8 matmul, saying how many can use it."""
-    count = use_fp8_matmul(dit)
-    print(f"fp8 matmul: {count} fp8 linears multiply in fp8" if count else
-          "fp8 matmul: no layer can use it here (it needs fp8 e4m3 linears at least 4096 outputs wide, on a GPU "
-          "of compute capability 8.9+); the weights are upcast as usual")
 
 
 def _stack_for(args: argparse.Namespace) -> tuple[Stack, str | None, Path, torch.device]:

@@ -8,9 +8,18 @@ import only the top-level basics (errors, device).
 
 from .gguf_decode import BLOCKS, dequantize
 from .gguf_encode import OUR_QUANTIZERS, quantize
-from .layers import SHARED, Fp8Linear, GGUFConv3d, GGUFLinear, fp8_matmul_supported, scaled_fp8_linear, use_fp8_matmul
+from .layers import (
+    SHARED,
+    Fp8Linear,
+    GGUFConv3d,
+    GGUFLinear,
+    fp8_matmul_summary,
+    fp8_matmul_supported,
+    scaled_fp8_linear,
+    use_fp8_matmul,
+)
 
 __all__ = [
     "BLOCKS", "dequantize", "OUR_QUANTIZERS", "quantize", "Fp8Linear", "GGUFLinear", "GGUFConv3d", "SHARED",
-    "fp8_matmul_supported", "scaled_fp8_linear", "use_fp8_matmul",
+    "fp8_matmul_summary", "fp8_matmul_supported", "scaled_fp8_linear", "use_fp8_matmul",
 ]

@@ -155,13 +155,23 @@ def scaled_fp8_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch
     return y if bias is None else y + bias
 
 
-def use_fp8_matmul(model: nn.Module, enabled: bool = True) -> int:
+def use_fp8_matmul(model: nn.Module, enabled: bool = True, device: torch.device | str | None = None) -> int:
     """Switch every fp8 linear of `model` to (or back from) the fp8 matmul; returns how many layers can
-    use it on this model's device (layers whose weight or device does not allow it keep the upcast path)."""
+    use it on `device` (default: where each weight is; a model loaded to the CPU for block swap names the GPU
+    it will run on). Layers whose weight or device does not allow it keep the upcast path."""
     layers = [m for m in model.modules() if isinstance(m, Fp8Linear)]
     for layer in layers:
         layer.scaled_matmul = enabled
-    return sum(_fp8_matmul_layer(m, m.weight.device) for m in layers) if enabled else 0
+    return sum(_fp8_matmul_layer(m, torch.device(device) if device is not None else m.weight.device)
+               for m in layers) if enabled else 0
+
+
+def fp8_matmul_summary(count: int) -> str:
+    """What `use_fp8_matmul` did, in the words the CLI and the DiT loader node print."""
+    if count:
+        return f"fp8 matmul: {count} fp8 linears multiply in fp8"
+    return ("fp8 matmul: no layer can use it here (it needs fp8 e4m3 linears at least 4096 outputs wide, on a GPU "
+            "of compute capability 8.9+); the weights are upcast as usual")
 
 
 class GGUFLinear(nn.Linear):
