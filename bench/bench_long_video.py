@@ -140,7 +140,8 @@ def card_section(results: dict, frames: int, clips: int) -> dict:
     if cont and len(cont["object_score"]) >= 4:
         first, fourth = cont["object_score"][0], cont["object_score"][3]
         flat = [max(v[1:]) <= 1.1 * min(v[1:]) for v in (cont["seconds_per_chunk"], cont["peak_rss_mib"])]
-        bars = {"4th chunk object score >= 0.8x the first's": bool(first and first > 0 and fourth >= 0.8 * first),
+        bars = {"4th chunk object score >= 0.8x the first's": bool(first and first > 0 and fourth is not None
+                                                                       and fourth >= 0.8 * first),
                 "join discontinuity <= 1.5": cont["join_discontinuity"] <= 1.5,
                 "colour drift <= 3/255 over 4 chunks": max(cont["colour_drift_255"][:4]) <= 3,
                 "time and memory per chunk flat within 10% from chunk 2": all(flat)}
@@ -205,7 +206,9 @@ def main() -> None:
               "|---|---|---|---|---|---|")
         r = results[name]
         for c in range(args.chunks):
-            print(f"| {c + 1} | {r['object_score'][c] or 0:.3f} | {r['centroid_error_px'][c] or float('nan'):.2f} | "
+            shown = ["-" if r[k][c] is None else f"{r[k][c]:.{d}f}" for k, d in (("object_score", 3),
+                                                                                    ("centroid_error_px", 2))]
+            print(f"| {c + 1} | {shown[0]} | {shown[1]} | "
                   f"{r['colour_drift_255'][c]:.2f} | {r['seconds_per_chunk'][c]:.1f} | {r['peak_rss_mib'][c]:.0f} |")
         print(f"join discontinuity: {r['join_discontinuity']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ before = kib("VmRSS")
 model = load(path, "dit", dtype=dtype).model
 place_dit(model, device, blocks_to_swap=swap, prefetch=1, latent_grid=tuple(grid))
 if mm == "1":
-    assert use_fp8_matmul(model) > 0, "no layer can use the fp8 matmul here"
+    assert use_fp8_matmul(model, device=device) > 0, "no layer can use the fp8 matmul here"
 held = torch.cuda.memory_allocated() if cuda else sum(p.numel() * p.element_size() for p in model.parameters())
 x = torch.randn(2, 16, *grid).to(device, dtype); t = torch.tensor([700.0, 700.0], device=device)
 ctx = torch.randn(2, 512, model.cfg.text_dim).to(device, dtype); ff = torch.randn_like(x)

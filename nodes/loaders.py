@@ -8,14 +8,13 @@ from ..uniworld_core import (
     InputError,
     Placement,
     compile_blocks,
-    fp8_matmul_summary,
+    enable_fp8_matmul,
     get_attention,
     load,
     place_dit,
     read_lora,
     resolve_dtype,
     umt5_conditioner,
-    use_fp8_matmul,
     vlm_conditioner,
 )
 from ..uniworld_core.conditioning import MODES
@@ -108,8 +107,8 @@ class UniWorldDiTLoader:
         placed = place_dit(loaded.model, device, comfy_env.free_device_memory(), blocks_to_swap, prefetch_blocks,
                            REPORT.latent_grid())
         description = f"{loaded.description}; {placed.summary()}"
-        if fp8_matmul:  # counted on the device the blocks run on (swapped blocks live on the CPU)
-            description += "; " + fp8_matmul_summary(use_fp8_matmul(loaded.model, device=device))
+        if fp8_matmul:
+            description += "; " + enable_fp8_matmul(loaded.model, device)
         if compile:
             compile_blocks(loaded.model, log=lambda message: print(f"[UniWorld] {message}"))
             description += "; blocks compiled with torch.compile"

@@ -247,21 +247,26 @@ def test_umt5_loader_reads_the_tokenizer_in_comfyuis_file_by_default(pack):
     assert positive.context.shape == (1, 512, 16) and positive.context[0, 0].abs().sum() > 0
 
 
-# ---- the DiT loader's fp8_matmul input reaches the fp8 layers, and says what it did
+# ---- the DiT loader's fp8_matmul input reaches enable_fp8_matmul, and says what it did
 
 @pytest.mark.parametrize("fp8_matmul", [True, False])
-def test_the_dit_loaders_fp8_matmul_input_switches_the_fp8_layers(pack, comfyui, fp8_matmul):
-    quant = importlib.import_module(f"{PACK_NAME}.uniworld_core.quant")
+def test_the_dit_loaders_fp8_matmul_input_says_what_it_did(pack, comfyui, fp8_matmul, monkeypatch):
+    core = importlib.import_module(f"{PACK_NAME}.uniworld_core")
+    loaders = importlib.import_module(f"{PACK_NAME}.nodes.loaders")
     folder = comfyui / "models" / "diffusion_models"
     fp8 = folder / "dit_fp8_e4m3fn_scaled.safetensors"
-    quant_file = importlib.import_module(f"{PACK_NAME}.uniworld_core").quantize_file
-    quant_file(folder / "uniworld_osp2_dit_14B_bf16.safetensors", fp8, "fp8_e4m3fn")
+    core.quantize_file(folder / "uniworld_osp2_dit_14B_bf16.safetensors", fp8, "fp8_e4m3fn")
+    calls = []
+    monkeypatch.setattr(loaders, "enable_fp8_matmul",
+                        lambda model, device: calls.append(device) or core.enable_fp8_matmul(model, device))
     try:
         (handle,) = pack.NODE_CLASS_MAPPINGS["UniWorldDiTLoader"]().load(
             fp8.name, "fp32", "auto", 0, 1, fp8_matmul=fp8_matmul)
     finally:
         fp8.unlink()
-    layers = [m for m in handle.model.modules() if isinstance(m, quant.Fp8Linear)]
-    assert layers and all(layer.scaled_matmul == fp8_matmul for layer in layers)
-    # this tiny model's linears are narrower than the fp8 matmul's 4096 outputs: the node says no layer uses it
+    assert calls == ([loaders.comfy_env.compute_device()] if fp8_matmul else [])
+    # on the CPU the layers keep the upcast path, and the node says so
     assert ("fp8 matmul: no layer can use it here" in handle.description) == fp8_matmul
+    quant = importlib.import_module(f"{PACK_NAME}.uniworld_core.quant")
+    layers = [m for m in handle.model.modules() if isinstance(m, quant.Fp8Linear)]
+    assert layers and not any(m.scaled_matmul for m in layers)

@@ -187,12 +187,13 @@ def test_the_long_video_object_score_is_pooled_over_clips_as_the_miniature_card_
     def chunk(error, absent, centroid=2.0, drift=1.0):
         return {"object_error": error, "absent_error": absent, "centroid_error_px": centroid, "colour_drift_255": drift}
 
-    # clip 1: objects that stand out, half their error removed; clip 2: faint objects, made 3x worse
-    rows = [[chunk(50.0, 100.0, 1.0), chunk(0.0, 0.0, None, 2.0)], [chunk(3.0, 1.0, 5.0), chunk(0.0, 0.0, None, 4.0)]]
+    # clips 1 and 3: objects that stand out, half their error removed; clip 2: faint objects, made 3x worse
+    rows = [[chunk(50.0, 100.0, 1.0), chunk(0.0, 0.0, None, 2.0)], [chunk(3.0, 1.0, 9.0), chunk(0.0, 0.0, None, 4.0)],
+            [chunk(50.0, 100.0, 2.0), chunk(0.0, 0.0, None, 3.0)]]
     out = summarise_chunks(rows, 2)
-    assert out["object_score"][0] == pytest.approx(1 - 53 / 101)  # a mean of ratios would read (0.5 - 2) / 2
+    assert out["object_score"][0] == pytest.approx(1 - 103 / 201)  # a mean of ratios would read (0.5 - 2 + 0.5) / 3
     assert out["object_score"][1] is None  # every object hidden: no score
-    assert out["centroid_error_px"] == [3.0, None] and out["colour_drift_255"] == [1.0, 3.0]
+    assert out["centroid_error_px"] == [2.0, None] and out["colour_drift_255"] == [1.0, 3.0]  # the median
 
 
 @pytest.mark.parametrize("match", [True, False])

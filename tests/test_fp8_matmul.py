@@ -100,6 +100,22 @@ def test_layers_narrower_than_the_measured_width_keep_the_upcast_path(monkeypatc
         assert torch.equal(narrow(x), before)
 
 
+def test_layers_are_counted_and_switched_for_the_device_they_run_on(monkeypatch):
+    """A DiT loaded to the CPU for block swap runs on the GPU: the GPU decides. The CLI and the node switch
+    only for a CUDA device (PyTorch's CPU kernel is exact but slow) and say what they did."""
+    from uniworld_core import enable_fp8_matmul
+
+    monkeypatch.setattr(layers, "fp8_matmul_supported", lambda device: torch.device(device).type == "cuda")
+    wide, other = _fp8_layer(4096, 32, torch.bfloat16), _fp8_layer(4096, 32, torch.bfloat16)
+    assert use_fp8_matmul(wide) == 0 and use_fp8_matmul(wide, device="cuda") == 1
+    assert enable_fp8_matmul(wide, "cuda") == "fp8 matmul: 1 fp8 linear multiply in fp8" and wide.scaled_matmul
+    both = torch.nn.ModuleList([_fp8_layer(4096, 32, torch.bfloat16), other])
+    assert enable_fp8_matmul(both, torch.device("cuda", 0)).startswith("fp8 matmul: 2 fp8 linears multiply")
+    cpu = _fp8_layer(4096, 32, torch.bfloat16)
+    monkeypatch.setattr(layers, "fp8_matmul_supported", lambda device: True)  # 2.13's CPU kernel takes it
+    assert "no layer can use it here" in enable_fp8_matmul(cpu, "cpu") and not cpu.scaled_matmul
+
+
 def test_autograd_keeps_the_upcast_path():
     layer = _fp8_layer(32, 32, torch.float32)
     x = torch.randn(4, 32, requires_grad=True)

@@ -31,7 +31,7 @@ from .memory import AUTO, DiTPlacement, Placement, place_dit
 from .model import DiTConfig, VAEConfig, WanDiT, WanVAE, compile_blocks, get_attention
 from .presets import load_miniature, tiny_stack
 from .progress import ProgressHook, print_progress
-from .quant import fp8_matmul_summary, use_fp8_matmul
+from .quant import enable_fp8_matmul, use_fp8_matmul
 from .sampling import (
     REPORT,
     ContinuationSettings,
@@ -61,7 +61,7 @@ __all__ = [
     # loading and placing
     "load", "Loaded", "inspect_file", "convert_file", "quantize_file", "read_lora", "applied",
     "place_dit", "DiTPlacement", "Placement", "AUTO", "pick_device", "resolve_dtype", "get_attention",
-    "compile_blocks", "use_fp8_matmul", "fp8_matmul_summary",
+    "compile_blocks", "use_fp8_matmul", "enable_fp8_matmul",
     # the networks
     "WanDiT", "WanVAE", "DiTConfig", "VAEConfig",
     # conditioning

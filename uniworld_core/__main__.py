@@ -38,7 +38,7 @@ from .parallel import start as start_parallel
 from .presets import miniature
 from .presets.tiny import TINY_NOTICE, tiny_context, tiny_stack
 from .progress import print_progress
-from .quant import fp8_matmul_summary, use_fp8_matmul
+from .quant import enable_fp8_matmul
 from .sampling import (
     LONGEST_RUN,
     REPORT,
@@ -352,7 +352,7 @@ def _build(args: argparse.Namespace, preset: str | None, device: torch.device, i
     if args.fsdp:
         shard_dit(stack.dit, parallel)
     if args.fp8_matmul:
-        print(fp8_matmul_summary(use_fp8_matmul(stack.dit)))
+        print(enable_fp8_matmul(stack.dit, device))
     if args.compile:
         compile_blocks(stack.dit, log=print)
     return stack

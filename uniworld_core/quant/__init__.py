@@ -13,7 +13,7 @@ from .layers import (
     Fp8Linear,
     GGUFConv3d,
     GGUFLinear,
-    fp8_matmul_summary,
+    enable_fp8_matmul,
     fp8_matmul_supported,
     scaled_fp8_linear,
     use_fp8_matmul,
@@ -21,5 +21,5 @@ from .layers import (
 
 __all__ = [
     "BLOCKS", "dequantize", "OUR_QUANTIZERS", "quantize", "Fp8Linear", "GGUFLinear", "GGUFConv3d", "SHARED",
-    "fp8_matmul_summary", "fp8_matmul_supported", "scaled_fp8_linear", "use_fp8_matmul",
+    "enable_fp8_matmul", "fp8_matmul_supported", "scaled_fp8_linear", "use_fp8_matmul",
 ]

@@ -166,10 +166,13 @@ def use_fp8_matmul(model: nn.Module, enabled: bool = True, device: torch.device 
                for m in layers) if enabled else 0
 
 
-def fp8_matmul_summary(count: int) -> str:
-    """What `use_fp8_matmul` did, in the words the CLI and the DiT loader node print."""
+def enable_fp8_matmul(model: nn.Module, device: torch.device | str) -> str:
+    """The CLI's --fp8-matmul and the DiT loader node's `fp8_matmul`: the fp8 matmul for every layer that can
+    use it on `device`, the device the blocks run on (swapped ones are stored on the CPU), when that is a
+    CUDA GPU; PyTorch's CPU kernel is exact but slow, there for tests. Returns the line saying what it did."""
+    count = use_fp8_matmul(model, device=device) if torch.device(device).type == "cuda" else 0
     if count:
-        return f"fp8 matmul: {count} fp8 linears multiply in fp8"
+        return f"fp8 matmul: {count} fp8 linear{'s' if count > 1 else ''} multiply in fp8"
     return ("fp8 matmul: no layer can use it here (it needs fp8 e4m3 linears at least 4096 outputs wide, on a GPU "
             "of compute capability 8.9+); the weights are upcast as usual")
 
