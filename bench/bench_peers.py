@@ -49,8 +49,10 @@ from uniworld_core.device import cast_model  # noqa: E402
 from uniworld_core.model import (  # noqa: E402
     DiTConfig,
     WanDiT,
+    bf16_score_attention,
     chunked_attention,
     compile_blocks,
+    get_attention,
     graph_breaks,
     rope_tables,
     sdpa_attention,
@@ -176,6 +178,7 @@ def dit_models(layers: int, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
         model.load_state_dict(state, strict=True)
     models["reference"] = models["reference"].to(DEVICE)
     models["ours"] = cast_model(models["ours"], dtype, DEVICE)
+    models["ours"].attention = get_attention("auto", DEVICE)  # what a user gets by default
     models["diffusers"] = diffusers_cast(theirs, dtype).to(DEVICE)
     comfy = comfy_modules()
     if comfy is not None:
@@ -234,7 +237,8 @@ def bench_attention(args) -> None:
 def attention_rows(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, exact: torch.Tensor,
                    rounds: int) -> None:
     comfy = comfy_modules()
-    runs = {"SDPA": lambda: sdpa_attention(q, k, v), "chunked": lambda: chunked_attention(q, k, v)}
+    runs = {"SDPA": lambda: sdpa_attention(q, k, v), "chunked": lambda: chunked_attention(q, k, v),
+            "bf16 scores": lambda: bf16_score_attention(q, k, v)}
     if comfy is not None:
         runs["ComfyUI"] = lambda: comfy[2].optimized_attention(q.flatten(2), k.flatten(2), v.flatten(2),
                                                                heads=12).unflatten(2, (12, 128))
@@ -367,6 +371,7 @@ def compile_row(name: str, args) -> None:
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02)
     model = cast_model(model, dtype, DEVICE)
+    model.attention = get_attention("auto", DEVICE)
     gen = torch.Generator().manual_seed(1)
     x, ff = (torch.randn(1, 16, *GRID, generator=gen).to(DEVICE, dtype) for _ in range(2))
     ctx, t = torch.randn(1, CONTEXT, 4096, generator=gen).to(DEVICE, dtype), torch.tensor([500.0], device=DEVICE)

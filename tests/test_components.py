@@ -145,12 +145,18 @@ def test_shift_and_dynamic_shift():
         assert dynamic_shift(side, side) == pytest.approx(math.exp(log_shift))
 
 
-def test_attention_registry():
+def test_attention_registry(monkeypatch):
+    from uniworld_core.model import attention
+
     assert {"sdpa", "chunked"} <= set(available_backends())
     assert get_attention("sdpa") is sdpa_attention and get_attention("chunked") is chunked_attention
     messages = []
+    monkeypatch.setattr(attention, "bf16_matmul_beats_cpu_sdpa", lambda: False)  # an AMX Xeon, say
     assert get_attention("auto", torch.device("cpu"), log=messages.append) is sdpa_attention
     assert messages == ["attention: sdpa (auto on cpu; --attention / the loader's input overrides)"]
+    monkeypatch.setattr(attention, "bf16_matmul_beats_cpu_sdpa", lambda: True)  # AVX512-BF16 without AMX
+    assert get_attention("auto", torch.device("cpu"), log=messages.append) is attention.cpu_bf16_scores_attention
+    assert "bf16 scores for bf16" in messages[-1]
     with pytest.raises(ValueError, match="unknown attention backend"):
         get_attention("magic")
     for name in ("flash_attn", "sage", "npu"):

@@ -170,6 +170,31 @@ def test_chunked_attention_is_attention(dtype, tolerance):
     assert ((out.double() - expected).norm() / expected.norm()).item() < tolerance
 
 
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_bf16_score_attention_is_attention(dtype, tolerance):
+    from uniworld_core.model.attention import bf16_score_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, n, 3, 16, generator=gen) for n in (37, 23, 23))
+    expected = _softmax_attention(q, k, v)
+    small = 2 * 3 * 23 * torch.tensor([], dtype=dtype).element_size() * 5  # 5 query rows of scores: 8 chunks
+    out = bf16_score_attention(q.to(dtype), k.to(dtype), v.to(dtype), max_score_bytes=small)
+    assert out.dtype == dtype and out.shape == q.shape
+    assert ((out.double() - expected).norm() / expected.norm()).item() < tolerance
+    whole = bf16_score_attention(q.to(dtype), k.to(dtype), v.to(dtype))
+    assert torch.allclose(out.float(), whole.float(), atol=1e-6)  # chunks change nothing
+
+
+def test_the_cpu_auto_attention_gives_bf16_its_scores_and_the_rest_sdpa():
+    from uniworld_core.model.attention import bf16_score_attention, cpu_bf16_scores_attention
+
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 9, 2, 8, generator=gen) for _ in range(3))
+    assert torch.equal(cpu_bf16_scores_attention(q, k, v), sdpa_attention(q, k, v))
+    low = [t.bfloat16() for t in (q, k, v)]
+    assert torch.equal(cpu_bf16_scores_attention(*low), bf16_score_attention(*low))
+
+
 def test_measured_attention_times_once_per_case_and_keeps_the_fastest():
     calls, messages = [], []
 

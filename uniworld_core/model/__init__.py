@@ -9,7 +9,7 @@ top-level basics; never weights, memory or anything above.
 """
 
 from .adapter import DIT_TEXT_DIM, EncoderAdapter
-from .attention import available_backends, chunked_attention, get_attention, sdpa_attention
+from .attention import available_backends, bf16_score_attention, chunked_attention, get_attention, sdpa_attention
 from .compile import CompileState, compile_blocks, graph_breaks, uncompile_blocks
 from .config import DIT_PRESETS, VAE_PRESETS, DiTConfig, VAEConfig
 from .dit import WanDiT
@@ -20,7 +20,8 @@ from .vae_blocks import AttentionBlock, Resample, ResidualBlock
 
 __all__ = [
     "EncoderAdapter", "available_backends", "get_attention", "sdpa_attention", "chunked_attention",
-    "CompileState", "compile_blocks", "uncompile_blocks", "graph_breaks", "rope_tables", "DIT_PRESETS", "VAE_PRESETS",
+    "bf16_score_attention", "CompileState", "compile_blocks", "uncompile_blocks", "graph_breaks", "rope_tables",
+    "DIT_PRESETS", "VAE_PRESETS",
     "DiTConfig", "VAEConfig", "WanDiT", "high_frequency", "WanVAE", "AttentionBlock", "Resample",
     "ResidualBlock", "DIT_TEXT_DIM", "TRAINING_FOURIER_RATIOS", "sample_fourier_ratio",
 ]

@@ -31,7 +31,8 @@ AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 LOG = logging.getLogger("uniworld_core")
 CHUNK_SCORE_BYTES = 2**28  # float32 scores held at once by `chunked` (256 MiB)
 # device type -> backend `auto` uses, by preference. CPU: SDPA measured fastest in fp32 and bf16 against
-# `chunked` and ComfyUI's sub-quadratic attention (docs/benchmarks.md). CUDA: flash-attn when installed,
+# `chunked` and ComfyUI's sub-quadratic attention (docs/benchmarks.md), but for bf16 on CPUs with AVX512-BF16
+# and no AMX, where bf16 scores win (`bf16_matmul_beats_cpu_sdpa`). CUDA: flash-attn when installed,
 # else SDPA (which itself dispatches to flash/cuDNN kernels); not measured on a GPU yet. NPU: its fused kernel.
 AUTO = {"cpu": ("sdpa",), "cuda": ("flash_attn", "sdpa"), "npu": ("npu", "sdpa"), "mps": ("sdpa",)}
 
@@ -59,6 +60,44 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         probabilities = torch.softmax(torch.matmul(chunk, keys_t), dim=-1).to(v.dtype)
         out[:, :, start:start + rows] = torch.matmul(probabilities, values)
     return out.transpose(1, 2)
+
+
+def bf16_score_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         max_score_bytes: int = CHUNK_SCORE_BYTES) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v with the scores multiplied in the inputs' precision, over chunks of queries.
+
+    For bf16 on CPUs whose bf16 matmul is fast but that lack AMX (where PyTorch's CPU flash kernel is the
+    slower way): the scores round to bf16 (relative RMS 0.0053 against SDPA's 0.0037 at the 1.3B's
+    shape; the bf16 DiT forward goes from 0.0044 to 0.0045 against float32). k is laid out [B*H, D, Lk]
+    once, the layout the bf16 GEMM is fast in.
+    """
+    batch, queries, heads, head_dim = q.shape
+    keys_t = k.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, k.shape[1])
+    values = v.transpose(1, 2).reshape(batch * heads, v.shape[1], head_dim)
+    q_heads = q.transpose(1, 2).reshape(batch * heads, queries, head_dim)
+    rows = max(1, min(queries, max_score_bytes // max(1, batch * heads * k.shape[1] * q.element_size())))
+    out = torch.empty(batch * heads, queries, head_dim, dtype=v.dtype, device=v.device)
+    unused = torch.empty(1, 1, 1, dtype=q.dtype, device=q.device)  # baddbmm's input, scaled by beta=0
+    for start in range(0, queries, rows):
+        scores = torch.baddbmm(unused, q_heads[:, start:start + rows], keys_t, beta=0, alpha=head_dim**-0.5)
+        out[:, start:start + rows] = torch.bmm(torch.softmax(scores, dim=-1), values)
+    return out.view(batch, heads, queries, head_dim).transpose(1, 2)
+
+
+def bf16_matmul_beats_cpu_sdpa() -> bool:
+    """CPUs with AVX512-BF16 and without AMX: there the bf16 scores of `bf16_score_attention` beat the CPU
+    flash kernel (2 cores of an AMD EPYC: the bf16 DiT forward 0.95x; with AMX, SDPA is 2.9x faster than
+    bf16 scores; docs/benchmarks.md)."""
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                and not getattr(cpu, "_is_amx_tile_supported", lambda: True)())
+
+
+def cpu_bf16_scores_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`auto` on the CPUs of `bf16_matmul_beats_cpu_sdpa`: bf16 inputs take bf16 scores, the rest SDPA."""
+    if q.dtype == torch.bfloat16:
+        return bf16_score_attention(q, k, v)
+    return sdpa_attention(q, k, v)
 
 
 def _flash_attn(q, k, v):
@@ -179,6 +218,10 @@ def get_attention(name: str = "auto", device: torch.device | None = None,
     if name == "auto":
         name = auto_backend(device)
         where = device.type if device is not None else "cpu"
+        if name == "sdpa" and where == "cpu" and bf16_matmul_beats_cpu_sdpa():
+            (log or LOG.info)("attention: sdpa, bf16 scores for bf16 (auto on a cpu with AVX512-BF16 and no AMX; "
+                              "--attention / the loader's input overrides)")
+            return cpu_bf16_scores_attention
         (log or LOG.info)(f"attention: {name} (auto on {where}; --attention / the loader's input overrides)")
     if name not in _BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose auto, measure or one of {list(_BACKENDS)}")
