@@ -8,7 +8,9 @@ their optional packages import.
 
 `auto` picks per device and dtype from `AUTO`, a table of what measured
 fastest (bench/bench_peers.py, docs/benchmarks.md), so the same seed gives
-the same video run after run. `measure` times the exact backends available
+the same video run after run; on CPUs with AVX512-BF16 and no AMX, bf16
+inputs take `bf16_score_attention` (scores in bf16, faster there than the
+CPU flash kernel). `measure` times the exact backends available
 (SDPA, chunked, flash-attn on CUDA) on the first inputs of each shape and
 keeps the fastest, for machines the table does not describe; its choice may
 differ between runs, and with it the last bits of the video. SageAttention
@@ -68,8 +70,8 @@ def bf16_score_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     For bf16 on CPUs whose bf16 matmul is fast but that lack AMX (where PyTorch's CPU flash kernel is the
     slower way): the scores round to bf16 (relative RMS 0.0053 against SDPA's 0.0037 at the 1.3B's
-    shape; the bf16 DiT forward goes from 0.0044 to 0.0045 against float32). k is laid out [B*H, D, Lk]
-    once, the layout the bf16 GEMM is fast in.
+    shape; the bf16 DiT forward goes from 0.0044 to 0.0045 against float32). The softmax stays in the
+    inputs' dtype (PyTorch accumulates in float32 inside): float32 probabilities cast back cost twice the time.
     """
     batch, queries, heads, head_dim = q.shape
     keys_t = k.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, k.shape[1])
