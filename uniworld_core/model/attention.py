@@ -88,8 +88,8 @@ def bf16_score_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 def bf16_matmul_beats_cpu_sdpa() -> bool:
     """CPUs with AVX512-BF16 and without AMX: there the bf16 scores of `bf16_score_attention` beat the CPU
-    flash kernel (2 cores of an AMD EPYC: the bf16 DiT forward 0.95x; with AMX, SDPA is 2.9x faster than
-    bf16 scores; docs/benchmarks.md)."""
+    flash kernel (2 cores of an AMD EPYC: the bf16 DiT forward then takes 0.96x ComfyUI's time; on an AMX
+    Xeon, ComfyUI's bf16 scores took 2.86x SDPA's time; docs/benchmarks.md)."""
     cpu = torch.cpu
     return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
                 and not getattr(cpu, "_is_amx_tile_supported", lambda: True)())
