@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from training.cache import CachedClips, build_cache
 from training.config import TrainConfig
@@ -96,6 +96,30 @@ def test_cache_round_trip(meta, tmp_path):
     data = CachedClips(tmp_path / "cache")
     assert len(data) == 3 and data.shapes[0] == (16, 2, 4, 6)
     assert data[0]["features"].shape == (6, TEXT_DIM) and data.empty.shape == (6, TEXT_DIM)
+
+
+def test_batched_cache_equals_one_clip_at_a_time(tmp_path):
+    """Batches of renderings (with a condition image) and a skipped entry between them: the same files as one by
+    one, numbered by the meta entry, up to float noise."""
+    from training.toyworld import write_dataset
+
+    meta = write_dataset(tmp_path / "toy", clips=2, frames=5, size=32, styles=("photo", "neon", "pencil sketch"))
+    entries, _ = read_meta(meta)
+    entries.insert(2, entries[0].__class__(entries[0].path, "x", image=tmp_path / "toy" / "gone.png"))
+    dataset = lambda: ClipDataset(entries, num_frames=5, train_fps=16, buckets=((32, 32),))  # noqa: E731
+    torch.manual_seed(0)
+    vae = WanVAE(VAEConfig(base_dim=8)).eval()
+    one = build_cache(dataset(), vae, FeatureStandIn(), tmp_path / "one")
+    batched = build_cache(dataset(), vae, FeatureStandIn(), tmp_path / "batched", batch_size=5)
+    assert one == batched == {"cached": 6, "skipped": {"missing file": 1}}
+    names = sorted(p.name for p in (tmp_path / "one").glob("clip_*"))
+    assert names == sorted(p.name for p in (tmp_path / "batched").glob("clip_*"))
+    assert "clip_000002.safetensors" not in names
+    for name in names:
+        a, b = load_file(tmp_path / "one" / name), load_file(tmp_path / "batched" / name)
+        assert a.keys() == b.keys() == {"latents", "features", "start_latents"}
+        for key in a:
+            assert torch.allclose(a[key], b[key], atol=1e-5), (name, key)
 
 
 def test_training_command_runs_and_resumes(meta, tmp_path):

@@ -29,7 +29,9 @@ from PIL import Image
 COLOURS = {"red": (0.9, 0.15, 0.1), "green": (0.15, 0.75, 0.2), "blue": (0.15, 0.3, 0.9),
            "yellow": (0.95, 0.85, 0.1), "purple": (0.6, 0.2, 0.8), "orange": (1.0, 0.55, 0.1)}
 SHAPES = ("circle", "square", "triangle")
-SIZES = {"small": 0.09, "medium": 0.13, "large": 0.18}  # radius as a fraction of the frame
+# Radius as a fraction of the frame. Run 11 drew them a third larger (0.09 / 0.13 / 0.18 before): at 64x64 a
+# small object spanned about one 8x8 latent cell, and the VAE's round trip kept a third of the objects (#20).
+SIZES = {"small": 0.12, "medium": 0.16, "large": 0.21}
 MOTIONS = ("slides", "bounces", "spins")
 # Directions per motion: (x, y) steps in frame widths per frame (y grows downwards), or radians per frame.
 DIRECTIONS = {
@@ -39,6 +41,8 @@ DIRECTIONS = {
 }
 SLIDE_SPEED, BOUNCE_SPEED, SPIN_SPEED = 0.02, 0.03, 0.2
 BACKGROUNDS = ("sky", "grass", "sand", "night")
+# The rendering's version: a build reuses a stage only when it was made from the same world (training.miniature).
+WORLD_VERSION = 2  # 2: run 11's larger objects, wider neon glow, broad pencil strokes over shading
 STYLES = ("photo", "watercolor", "pixel art", "neon", "pencil sketch")
 
 
@@ -206,13 +210,17 @@ def stylize(video: torch.Tensor, style: str, seed: int = 0) -> torch.Tensor:
         out = F.interpolate(palette, size=x.shape[2:], mode="nearest")
     elif style == "neon":
         edges = _edges(_blur(x, 1)) * 6  # blurred first: outlines of shapes, not of background grain
-        glow = _blur(edges, 1)
+        # A wide glow (run 11; radius 1 before): a 1-2 px outline was below what an 8x VAE keeps
+        glow = _blur(edges, 2) * 1.6
         hue = x / x.amax(1, keepdim=True).clamp_min(1e-3)
         out = (glow.clamp(0, 1) * (0.4 + 0.6 * hue)) * 1.2
     elif style == "pencil sketch":
-        strokes = 1 - 5 * _edges(_blur(x, 1))
+        # Broad strokes over a light tonal shading of the scene (run 11; thin strokes alone before, which a
+        # VAE round trip lost almost entirely): darker things are drawn darker, as a pencil shades them
+        strokes = 1 - 8 * _blur(_edges(_blur(x, 1)), 1)
+        tone = 0.7 + 0.3 * x.mean(1, keepdim=True)
         tint = torch.tensor([0.97, 0.96, 0.92]).view(1, 3, 1, 1)
-        out = (strokes * (0.9 + 0.1 * paper)).expand(-1, 3, -1, -1) * tint
+        out = (strokes * tone * (0.9 + 0.1 * paper)).expand(-1, 3, -1, -1) * tint
     else:
         raise ValueError(f"unknown toy style {style!r}; one of {STYLES}")
     return out.clamp(0, 1).permute(0, 2, 3, 1)
