@@ -89,6 +89,28 @@ def test_finished_vae_and_cache_stages_are_reused_only_for_the_same_recipe_field
     assert vae_file.read_bytes() != first
 
 
+def test_build_makes_every_stage_again_for_another_toy_world(tmp_path, monkeypatch):
+    """A stage made from another version of the toy world's rendering is not reused; a record from before the
+    world had a version counts as version 1."""
+    import json
+
+    import training.miniature as miniature
+
+    build(tmp_path, QUICK, log=lambda *a: None)
+    monkeypatch.setattr(miniature, "WORLD_VERSION", miniature.WORLD_VERSION + 1)
+    logged = []
+    assert build(tmp_path, QUICK, log=logged.append)["reused_stages"] == []
+    assert not any("reusing" in line for line in logged)
+    for name in (miniature.VAE_STAGE, miniature.CACHE_STAGE):  # as written before the version existed
+        saved = json.loads((tmp_path / name).read_text())
+        assert saved["recipe"].pop("toy_world") == miniature.WORLD_VERSION
+        (tmp_path / name).write_text(json.dumps(saved))
+    monkeypatch.setattr(miniature, "WORLD_VERSION", 1)
+    assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
+    monkeypatch.setattr(miniature, "WORLD_VERSION", 2)
+    assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == []
+
+
 def test_main_job_with_real_files_prompt_and_style(tmp_path, capsys):
     """`python -m uniworld_core generate` with DiT, VAE, VLM folder and adapter files."""
     from PIL import Image

@@ -67,7 +67,7 @@ class Recipe:
     vae_crop: int = 32  # random 32x32 windows: the same convolutions, 4x cheaper steps
     vae_image_steps: int = 600  # single frames, batches of 16 (the frame-wise start, see init_for_training)
     # Whole clips, batches of 2. Each doubling kept about 0.07 more of the objects in the round trip (800 -> 2000
-    # -> 4000: 0.37 -> 0.44 -> 0.50); run 11 doubles it with the minutes the batched cache saves.
+    # -> 4000: 0.37 -> 0.44 -> 0.50); run 11 doubled it with minutes the batched cache saves.
     vae_steps: int = 1600
     # The decoder reads the posterior mean plus N(0, 0.3^2) (issue #20): decoding the bare mean left the latent
     # scale free, and the first latent frame (frame 0, encoded alone) drifted to a third of the others' scale
@@ -180,7 +180,10 @@ def _vae_fields(recipe: Recipe) -> dict:
 def _finished(record: Path, fields: dict) -> dict | None:
     """The record of a finished stage (`{"recipe", "minutes", ...}`) when it was made from these recipe fields."""
     saved = json.loads(record.read_text()) if record.exists() else None
-    return saved if saved is not None and saved.get("recipe") == fields else None
+    if saved is None:
+        return None
+    made_from = {"toy_world": 1, **saved.get("recipe", {})}  # records from before the world had a version: 1
+    return saved if made_from == fields else None
 
 
 def _write_record(record: Path, fields: dict, started: float, **extra) -> None:

@@ -41,8 +41,10 @@ DIRECTIONS = {
 }
 SLIDE_SPEED, BOUNCE_SPEED, SPIN_SPEED = 0.02, 0.03, 0.2
 BACKGROUNDS = ("sky", "grass", "sand", "night")
-# The rendering's version: a build reuses a stage only when it was made from the same world (training.miniature).
-WORLD_VERSION = 2  # 2: run 11's larger objects, wider neon glow, broad pencil strokes over shading
+# The rendering's version, in the build's stage records: a build reuses a stage only when it was made from the same
+# world (training.miniature). Raise it with any change to what the world draws. 2: run 11's larger objects, wider
+# neon glow and broad pencil strokes over shading.
+WORLD_VERSION = 2
 STYLES = ("photo", "watercolor", "pixel art", "neon", "pencil sketch")
 
 
