@@ -238,8 +238,8 @@ def write_card(weights: Path, metrics: dict, command: str) -> None:
     lines = ["# Miniature Uniworld-OSP2.0 (toy world)", "",
              "Trained end to end on the CPU by `python -m training.miniature --out DIR` (this package only).", "",
              "## Data", f"{recipe['clips']} procedural toy clips ({recipe['frames']} frames, {recipe['size']}x"
-             f"{recipe['size']}), each rendered as photo, watercolor, pixel art, neon and pencil sketch; "
-             "the photo's first frame conditions every rendering (I2SV).", "",
+             f"{recipe['size']}; toy world version {card.get('toy_world', 1)}), each rendered as photo, watercolor, "
+             "pixel art, neon and pencil sketch; the photo's first frame conditions every rendering (I2SV).", "",
              "## Model", f"- VAE: Wan2.1 architecture, width {recipe['vae_width']}, stages "
              f"{recipe.get('vae_dim_mult', [1, 2, 4, 4])}, {recipe.get('vae_image_steps', 0)} image + "
              f"{recipe['vae_steps']} clip steps on the first {recipe.get('vae_clips', recipe['clips'])} clips"

@@ -99,7 +99,8 @@ def test_build_makes_every_stage_again_for_another_toy_world(tmp_path, monkeypat
     build(tmp_path, QUICK, log=lambda *a: None)
     monkeypatch.setattr(miniature, "WORLD_VERSION", miniature.WORLD_VERSION + 1)
     logged = []
-    assert build(tmp_path, QUICK, log=logged.append)["reused_stages"] == []
+    card = build(tmp_path, QUICK, log=logged.append)
+    assert card["reused_stages"] == [] and card["toy_world"] == miniature.WORLD_VERSION  # the card names its world
     assert not any("reusing" in line for line in logged)
     for name in (miniature.VAE_STAGE, miniature.CACHE_STAGE):  # as written before the version existed
         saved = json.loads((tmp_path / name).read_text())

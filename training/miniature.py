@@ -324,7 +324,7 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
         (weights / f"toy_{name}").write_bytes((exported.parent / name).read_bytes())
     lap("dit")
     write_extras(weights, recipe)
-    card = {"recipe": _recipe_json(recipe),
+    card = {"recipe": _recipe_json(recipe), "toy_world": WORLD_VERSION,
             "cached_clips": manifest["cached"], **vae_card,
             "dit_loss_first_last_100": [sum(losses[:100]) / len(losses[:100]), sum(losses[-100:]) / len(losses[-100:])],
             "sampling": {"shift": recipe.sample_shift, "cfg": recipe.sample_cfg, "steps": recipe.sample_steps},
