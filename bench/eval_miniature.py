@@ -49,7 +49,7 @@ from miniature_metrics import (  # noqa: E402
     ssim,
 )
 
-from training.toyworld import STYLES, random_clip  # noqa: E402
+from training.toyworld import STYLES, WORLD_VERSION, random_clip  # noqa: E402
 
 SHEET_CLIPS, SHEET_EVERY = 6, 4
 
@@ -296,7 +296,11 @@ def main() -> None:
     parser.add_argument("--card", action="store_true", help="write the metrics into WEIGHTS/card.json and card.md")
     parser.add_argument("--sheets", action="store_true", help="write WEIGHTS/sheets/<style>.png")
     args = parser.parse_args()
-    size = json.loads((args.weights / "card.json").read_text())["recipe"]["size"]
+    card = json.loads((args.weights / "card.json").read_text())
+    size = card["recipe"]["size"]
+    if card.get("toy_world", 1) != WORLD_VERSION:  # measured on clips of a world the model never saw
+        print(f"warning: these weights were trained on toy world version {card.get('toy_world', 1)}; this "
+              f"evaluation renders version {WORLD_VERSION} (rebuild them, or check out the matching commit)")
     generator = main_job_generator(args.weights, args.steps)
     if args.sheets:
         sample_sheets(generator, args.weights / "sheets", size=size)
