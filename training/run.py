@@ -107,9 +107,12 @@ def train(cfg: TrainConfig, cache_dir: str | Path, dit_path: str | Path, adapter
     if not per_epoch:
         raise ValueError(f"no batch of {cfg.batch_size} clips of one aspect ratio in {cache_dir}")
     started = time.perf_counter()
+    batches, batches_epoch = [], -1  # drawn once per epoch: per step it cost 3 ms, 4% of a miniature step
     while trainer.step < cfg.steps:
         epoch, position = divmod(trainer.data_position, per_epoch)
-        indices = epoch_batches(data, cfg.batch_size, cfg.seed, epoch)[position]
+        if epoch != batches_epoch:
+            batches, batches_epoch = epoch_batches(data, cfg.batch_size, cfg.seed, epoch), epoch
+        indices = batches[position]
         loss = trainer.train_step(_batch(data, indices, trainer.data_rank, trainer.data_size))
         trainer.data_position += 1
         if acc.is_main_process:
