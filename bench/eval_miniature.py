@@ -298,9 +298,10 @@ def main() -> None:
     args = parser.parse_args()
     card = json.loads((args.weights / "card.json").read_text())
     size = card["recipe"]["size"]
-    if card.get("toy_world", 1) != WORLD_VERSION:  # measured on clips of a world the model never saw
-        print(f"warning: these weights were trained on toy world version {card.get('toy_world', 1)}; this "
-              f"evaluation renders version {WORLD_VERSION} (rebuild them, or check out the matching commit)")
+    world = card.get("toy_world", 1)  # cards from before the world had a version: 1
+    if world != WORLD_VERSION:  # measured on clips of a world the model never saw
+        print(f"warning: these weights were trained on toy world version {world}; this evaluation renders "
+              f"version {WORLD_VERSION} (rebuild them, or check out the matching commit)")
     generator = main_job_generator(args.weights, args.steps)
     if args.sheets:
         sample_sheets(generator, args.weights / "sheets", size=size)

@@ -42,13 +42,16 @@ def build_cache(dataset: ClipDataset, vae: WanVAE, encoder, out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     device = next(vae.parameters()).device
     cached, group = 0, []
-    for index in range(len(dataset) + 1):
-        item = dataset[index] if index < len(dataset) else None
-        if group and (item is None or len(group) == batch_size or _shape(item) != _shape(group[0][1])):
+    for index in range(len(dataset)):
+        item = dataset[index]
+        if item is None:  # skipped (counted in dataset.skipped)
+            continue
+        if group and (len(group) == batch_size or _shape(item) != _shape(group[0][1])):
             cached += _cache_group(group, vae, encoder, device, out)
             group = []
-        if item is not None:
-            group.append((index, item))
+        group.append((index, item))
+    if group:
+        cached += _cache_group(group, vae, encoder, device, out)
     blank = torch.full((240, 416, 3), 0.5)
     save_file({"features": encoder.features(blank, "")[0].contiguous()}, str(out / "empty.safetensors"))
     manifest = {"cached": cached, "skipped": dict(dataset.skipped)}
