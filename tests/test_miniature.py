@@ -64,6 +64,27 @@ def test_latent_object_mask_marks_the_cells_under_the_objects_in_every_latent_fr
         assert (mask[:, far] == 0).all() and 0 < mask.mean() < 0.5
 
 
+def test_vae_object_weights_cover_the_objects_and_2_px_around_them():
+    import dataclasses
+
+    from training.miniature import _vae_clips, _vae_weights
+    from training.toyworld import STYLES, object_masks
+
+    recipe = dataclasses.replace(Recipe(), vae_object_weight=4.0)
+    weights = _vae_weights(recipe, 3, 5, 100)
+    assert weights.shape == (3 * len(STYLES), 1, *_vae_clips(recipe, 3, 5, 100).shape[2:])
+    for i in range(3):
+        cover = object_masks(random_clip(100 + i), 5, recipe.size).amax(0)  # coverage in 0..1 (smooth edges)
+        for style in range(len(STYLES)):  # one clip's renderings share its weights
+            w = weights[i * len(STYLES) + style, 0]
+            assert (w[cover == 1] == 5).all() and (w[cover > 0] > 1).all() and (w >= 1).all() and (w <= 5).all()
+        grown = (w > 1) & (cover == 0)  # the border: within 2 px of the objects, and only there
+        ys, xs = torch.nonzero(cover[0] > 0, as_tuple=True)
+        for y, x in torch.nonzero(grown[0]).tolist():
+            assert ((ys - y).abs().maximum((xs - x).abs()) <= 2).any()
+        assert grown.any() and (w == 1).any()
+
+
 def test_finished_vae_and_cache_stages_are_reused_only_for_the_same_recipe_fields(tmp_path):
     """A second build into the same folder skips the VAE and cache stages when their recipe fields are unchanged."""
     import dataclasses
@@ -110,6 +131,22 @@ def test_build_makes_every_stage_again_for_another_toy_world(tmp_path, monkeypat
     assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
     monkeypatch.setattr(miniature, "WORLD_VERSION", 2)
     assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == []
+
+
+def test_stage_records_from_before_the_vae_object_weight_count_as_weight_0(tmp_path):
+    import dataclasses
+
+    import training.miniature as miniature
+
+    build(tmp_path, QUICK, log=lambda *a: None)
+    for name in (miniature.VAE_STAGE, miniature.CACHE_STAGE):  # as written before the field existed
+        saved = json.loads((tmp_path / name).read_text())
+        assert saved["recipe"].pop("vae_object_weight") == 0.0
+        (tmp_path / name).write_text(json.dumps(saved))
+    assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
+    weighted = dataclasses.replace(QUICK, vae_object_weight=4.0)
+    assert build(tmp_path, weighted, log=lambda *a: None)["reused_stages"] == []
+    assert build(tmp_path, weighted, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
 
 
 def test_main_job_with_real_files_prompt_and_style(tmp_path, capsys):

@@ -60,6 +60,39 @@ def test_latent_noise_decodes_the_mean_plus_that_much_noise():
                                   vae_loss(vae, clips, 0.0, torch.Generator().manual_seed(3), False, "mse", 0.0))
 
 
+def test_loss_weights_make_a_weighted_mean_of_the_pixel_errors():
+    """weight: each pixel's error counts in proportion; a 0/1 weight is the plain error over its 1s."""
+    torch.manual_seed(2)
+    vae = WanVAE(VAEConfig(base_dim=8))
+    clips = _clips(2)
+    with torch.no_grad():
+        mu, _ = vae.moments(clips)
+        error = (torch.cat(list(vae.reconstruct_chunks(mu, normalized=False)), dim=2) - clips).square()
+        inside = torch.zeros(2, 1, *clips.shape[2:])
+        inside[..., 4:20, 8:24] = 1
+        plain = vae_loss(vae, clips, 0.0, torch.Generator(), sample_posterior=False)
+        ones = vae_loss(vae, clips, 0.0, torch.Generator(), sample_posterior=False, weight=torch.ones_like(inside))
+        masked = vae_loss(vae, clips, 0.0, torch.Generator(), sample_posterior=False, weight=inside)
+        heavy = vae_loss(vae, clips, 0.0, torch.Generator(), sample_posterior=False, weight=1 + 4 * inside)
+    assert torch.allclose(ones, plain, rtol=1e-6)
+    assert torch.allclose(masked, error[(inside > 0).expand_as(error)].mean(), rtol=1e-5)
+    weights = (1 + 4 * inside).expand_as(error)
+    assert torch.allclose(heavy, (error * weights).sum() / weights.sum(), rtol=1e-5)
+
+
+def test_training_with_loss_weights_draws_the_same_batches_and_refuses_a_misfit():
+    clips = _clips(4)
+    cfg = VAETrainConfig(steps=3, image_steps=2, image_batch=2, batch_size=2, crop=16)
+    runs = []
+    for weights in (None, torch.ones(4, 1, *clips.shape[2:])):
+        torch.manual_seed(0)
+        vae = init_for_training(WanVAE(VAEConfig(base_dim=8)))
+        runs.append(train_vae(vae, clips, cfg, log=None, weights=weights))
+    assert runs[0] == pytest.approx(runs[1], rel=1e-5)  # weights of 1: the same crops of the same clips
+    with pytest.raises(ValueError, match="do not fit clips"):
+        train_vae(WanVAE(VAEConfig(base_dim=8)), clips, cfg, log=None, weights=torch.ones(4, 1, 5, 16, 16))
+
+
 @pytest.mark.parametrize("z_dim", [16, 32])  # 32: Wan2.1's 16 constants do not apply, a fresh VAE starts at 0/1
 def test_latent_statistics_are_saved_and_restored(tmp_path, z_dim):
     clips = _clips(4)

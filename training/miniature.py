@@ -74,6 +74,9 @@ class Recipe:
     # (across-clip variance 0.11 against 1.1 once normalised), below the DiT's noise at every level it samples.
     # 0.3 balanced it (0.38 against 0.24 in 400-step trials) at the same round-trip PSNR; 0.6 cost 0.7 dB.
     vae_latent_noise: float = 0.3
+    # The VAE's reconstruction counts the pixels in and 2 px around the objects 1 + vae_object_weight times (0 =
+    # off), as the DiT's loss does: its round trip is the ceiling of the object score (issue #20).
+    vae_object_weight: float = 0.0
     vlm_hidden: int = 128
     dit: DiTConfig = DiTConfig(dim=128, ffn_dim=256, num_heads=2, num_layers=4, freq_dim=64, text_dim=64)
     # The loss still falls at 12000 (run 7: 20000 keeps 0.164 of the objects, 12000 0.116); run 10's twice the
@@ -129,6 +132,17 @@ def _vae_clips(recipe: Recipe, count: int, frames: int, first_seed: int) -> torc
     return torch.stack(clips)
 
 
+def _vae_weights(recipe: Recipe, count: int, frames: int, first_seed: int) -> torch.Tensor:
+    """Per-pixel loss weights [count x styles, 1, T, H, W] for `_vae_clips`' clips: 1 + vae_object_weight in
+    and 2 px around the objects (neon's glow and pencil's strokes reach past the shapes), 1 elsewhere."""
+    weights = []
+    for i in range(count):
+        cover = object_masks(random_clip(first_seed + i), frames, recipe.size).amax(0)  # [T, H, W]
+        grown = torch.nn.functional.max_pool2d(cover[:, None], 5, stride=1, padding=2)[:, 0]
+        weights += [1 + recipe.vae_object_weight * grown[None]] * len(STYLES)
+    return torch.stack(weights)
+
+
 def write_extras(weights: Path, recipe: Recipe) -> None:
     """What inference needs beside the weights: the VLM's encoder settings, the toy styles, example inputs."""
     (weights / "toy_vlm" / ENCODER_SETTINGS_FILE).write_text(
@@ -158,7 +172,9 @@ def train_toy_vae(recipe: Recipe, log=print) -> tuple[WanVAE, dict]:
     cfg = VAETrainConfig(steps=recipe.vae_steps, image_steps=recipe.vae_image_steps, batch_size=2,
                          crop=recipe.vae_crop, eval_every=max(1, recipe.vae_steps // 10), seed=recipe.seed,
                          latent_noise=recipe.vae_latent_noise)
-    losses = train_vae(vae, clips, cfg, held_out, log=log)
+    weights = (_vae_weights(recipe, recipe.vae_clips, recipe.vae_frames, recipe.seed * 1_000_003)
+               if recipe.vae_object_weight > 0 else None)
+    losses = train_vae(vae, clips, cfg, held_out, log=log, weights=weights)
     vae.set_latent_stats(*measure_latent_stats(vae, clips))
     return vae, {"vae_loss": [losses[0], losses[-1]], "vae_held_out_l1_first_later": frame_errors(vae, held_out)}
 
@@ -182,7 +198,8 @@ def _finished(record: Path, fields: dict) -> dict | None:
     saved = json.loads(record.read_text()) if record.exists() else None
     if saved is None:
         return None
-    made_from = {"toy_world": 1, **saved.get("recipe", {})}  # records from before the world had a version: 1
+    # Fields older records lack, with the value they were made with
+    made_from = {"toy_world": 1, "vae_object_weight": 0.0, **saved.get("recipe", {})}
     return saved if made_from == fields else None
 
 

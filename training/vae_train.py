@@ -115,11 +115,12 @@ def _init_time_resample(conv: nn.Conv3d) -> None:
 
 
 def vae_loss(vae: WanVAE, video: torch.Tensor, kl_weight: float, generator: torch.Generator,
-             sample_posterior: bool = True, reconstruction: str = "mse", latent_noise: float = 0.0) -> torch.Tensor:
+             sample_posterior: bool = True, reconstruction: str = "mse", latent_noise: float = 0.0,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
     """Reconstruction (MSE or L1) + kl_weight * KL(q(z|x) || N(0, 1)) for [B, 3, 1+4k, H, W] clips in [-1, 1].
 
     The decoder reads the posterior mean, a posterior sample (`sample_posterior`), or either plus
-    N(0, latent_noise^2).
+    N(0, latent_noise^2). `weight` [B, 1, 1+4k, H, W] weighs the reconstruction per pixel (a weighted mean).
     """
     mu, log_var = vae.moments(video)
     log_var = log_var.clamp(-30, 20)
@@ -131,7 +132,10 @@ def vae_loss(vae: WanVAE, video: torch.Tensor, kl_weight: float, generator: torc
     recon = torch.cat(list(vae.reconstruct_chunks(z, normalized=False)), dim=2)
     kl = 0.5 * (mu.square() + log_var.exp() - 1 - log_var).mean()
     error = recon - video.float()
-    return (error.square() if reconstruction == "mse" else error.abs()).mean() + kl_weight * kl
+    error = error.square() if reconstruction == "mse" else error.abs()
+    if weight is not None:
+        error = error * weight / weight.mean()
+    return error.mean() + kl_weight * kl
 
 
 def _random_crop(clips: torch.Tensor, size: int | None, generator: torch.Generator) -> torch.Tensor:
@@ -162,12 +166,18 @@ def _batch(clips: torch.Tensor, cfg: VAETrainConfig, step: int, generator: torch
 
 
 def train_vae(vae: WanVAE, clips: torch.Tensor, cfg: VAETrainConfig, held_out: torch.Tensor | None = None,
-              log=print) -> list[float]:
+              log=print, weights: torch.Tensor | None = None) -> list[float]:
     """Train on clips [N, 3, 1+4k, H, W]; returns the loss of every step (image steps first).
 
     With `held_out` clips the reconstruction error (first frame / later frames)
     is logged every `eval_every` clip steps and the best weights are restored at the end.
+    `weights` [N, 1, 1+4k, H, W] weigh each pixel's reconstruction error (`vae_loss`).
     """
+    if weights is not None:
+        if weights.shape != (clips.shape[0], 1, *clips.shape[2:]):
+            raise ValueError(f"VAE loss weights {tuple(weights.shape)} do not fit clips {tuple(clips.shape)}: "
+                             f"expected {(clips.shape[0], 1, *clips.shape[2:])}")
+        clips = torch.cat([clips, weights.to(clips.dtype)], dim=1)  # drawn and cropped together
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
@@ -175,8 +185,9 @@ def train_vae(vae: WanVAE, clips: torch.Tensor, cfg: VAETrainConfig, held_out: t
     total = cfg.image_steps + cfg.steps
     for step in range(total):
         vae.train()
-        loss = vae_loss(vae, _batch(clips, cfg, step, generator), cfg.kl_weight, generator, cfg.sample_posterior,
-                        cfg.reconstruction, cfg.latent_noise)
+        batch = _batch(clips, cfg, step, generator)
+        loss = vae_loss(vae, batch[:, :3], cfg.kl_weight, generator, cfg.sample_posterior, cfg.reconstruction,
+                        cfg.latent_noise, batch[:, 3:] if weights is not None else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
