@@ -75,7 +75,8 @@ class Recipe:
     # 0.3 balanced it (0.38 against 0.24 in 400-step trials) at the same round-trip PSNR; 0.6 cost 0.7 dB.
     vae_latent_noise: float = 0.3
     # The VAE's reconstruction counts the pixels in and 2 px around the objects 1 + vae_object_weight times (0 =
-    # off), as the DiT's loss does: its round trip is the ceiling of the object score (issue #20).
+    # off), as the DiT's loss does. Measured at 4 (docs/training.md, run 12): the round trip kept fewer of the
+    # objects (0.566 against 0.579) and frame 0 lost 1 dB, so it is off.
     vae_object_weight: float = 0.0
     vlm_hidden: int = 128
     # Run 12 (docs/training.md): 1.5x the width (2.2 M parameters, 1.0 M before) for 1.7x the minutes; the
