@@ -25,6 +25,11 @@ def _clips(n=8):
     return torch.stack([render_photo(random_clip(i), 5, 32).permute(3, 0, 1, 2) * 2 - 1 for i in range(n)])
 
 
+def _decoded(vae, latents):
+    """The decoder's clip for raw (unnormalised) latents, chunk by chunk as vae_loss decodes it."""
+    return torch.cat(list(vae.reconstruct_chunks(latents, normalized=False)), dim=2)
+
+
 def test_vae_learns_to_reconstruct_toy_clips():
     clips = _clips()
     torch.manual_seed(0)
@@ -51,8 +56,7 @@ def test_latent_noise_decodes_the_mean_plus_that_much_noise():
         mu, _ = vae.moments(clips)
         noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(3))
         for amount in (0.0, 0.5):
-            recon = torch.cat(list(vae.reconstruct_chunks(mu + amount * noise, normalized=False)), dim=2)
-            expected = (recon - clips).square().mean()
+            expected = (_decoded(vae, mu + amount * noise) - clips).square().mean()
             got = vae_loss(vae, clips, 0.0, torch.Generator().manual_seed(3), sample_posterior=False,
                            latent_noise=amount)
             assert torch.allclose(got, expected, rtol=1e-5), amount
@@ -67,7 +71,7 @@ def test_loss_weights_make_a_weighted_mean_of_the_pixel_errors():
     clips = _clips(2)
     with torch.no_grad():
         mu, _ = vae.moments(clips)
-        error = (torch.cat(list(vae.reconstruct_chunks(mu, normalized=False)), dim=2) - clips).square()
+        error = (_decoded(vae, mu) - clips).square()
         inside = torch.zeros(2, 1, *clips.shape[2:])
         inside[..., 4:20, 8:24] = 1
         plain = vae_loss(vae, clips, 0.0, torch.Generator(), sample_posterior=False)
