@@ -16,20 +16,21 @@ RATIO_TOOLTIP = ("Fourier ratio: the share of spectral energy left in the low ba
 
 
 def latent_preview(latents: torch.Tensor):
-    """A rough RGB look at the middle frame of normalised latents (three channel groups)."""
+    """A rough RGB look at the middle frame of normalised latents (three channel groups, any channel count)."""
     from PIL import Image
 
     frame = latents[0, :, latents.shape[2] // 2].float()
-    rgb = torch.stack([frame[0:5].mean(0), frame[5:10].mean(0), frame[10:16].mean(0)], dim=-1)
+    rgb = torch.stack([group.mean(0) for group in torch.tensor_split(frame, 3)], dim=-1)
     rgb = ((torch.tanh(rgb) + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
     return Image.fromarray(rgb).resize((rgb.shape[1] * 8, rgb.shape[0] * 8), Image.NEAREST)
 
 
-def fourier_preview(start: StartFrame) -> torch.Tensor:
-    """The kept high frequencies as a grey IMAGE [1, H, W, 3] (brighter = kept)."""
+def fourier_preview(start: StartFrame, scale: int) -> torch.Tensor:
+    """The kept high frequencies as a grey IMAGE [1, H, W, 3] (brighter = kept); `scale` is the VAE's spatial
+    factor, so the preview has the start image's size."""
     highs = start.high_frequencies[0, :, 0].mean(0)  # [h, w]
     highs = (highs - highs.min()) / (highs.max() - highs.min()).clamp_min(1e-8)
-    preview = highs.repeat_interleave(8, 0).repeat_interleave(8, 1)[..., None].expand(-1, -1, 3)
+    preview = highs.repeat_interleave(scale, 0).repeat_interleave(scale, 1)[..., None].expand(-1, -1, 3)
     return preview[None].float().cpu()
 
 
@@ -62,7 +63,7 @@ class UniWorldFourierCutoff:
 
     def cutoff(self, vae, image, width, height, fourier_ratio):
         start = encode_start_image(vae, image, width, height, fourier_ratio)
-        return (start, fourier_preview(start))
+        return (start, fourier_preview(start, vae.vae.cfg.spatial_factor))
 
 
 class UniWorldSampler:

@@ -238,3 +238,12 @@ def test_fp8_files_read_the_same_in_comfyui(tmp_path):
         assert torch.equal(as_comfyui, mine), name
         original = module.weight.to(torch.bfloat16).float()
         assert ((as_comfyui - original).norm() / original.norm()).item() < 0.04, name
+
+
+def test_dit_predicting_other_channels_than_it_reads_refused(tmp_path):
+    state = tiny_dit().state_dict()
+    state["head.head.weight"] = torch.zeros(8 * 4, CFG.dim)  # 8 channels out of 2x2 patches, 16 in
+    state["head.head.bias"] = torch.zeros(8 * 4)
+    save_file(state, str(tmp_path / "odd_head.safetensors"))
+    with pytest.raises(CheckpointError, match="reading 16 latent channels, predicting 8.*predicts the latent"):
+        load(tmp_path / "odd_head.safetensors", "dit")

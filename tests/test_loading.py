@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -58,6 +59,15 @@ def test_dit_layouts_load_identically(layout, tmp_path):
     loaded = load(path, expect="dit")
     assert loaded.kind == "flashi2v_dit" and "FlashI2V DiT" in loaded.description
     assert loaded.model.cfg == model.cfg
+    assert_same_model(loaded.model, model)
+
+
+def test_dit_of_a_narrower_latent_loads_with_its_patches(tmp_path):
+    """A miniature's VAE may have 4 latent channels on a finer grid, read in 4x4 patches (Wan2.1: 16, 2x2)."""
+    model = tiny_dit(cfg=replace(CFG, in_dim=4, out_dim=4, patch_size=(1, 4, 4)))
+    save_file(model.state_dict(), str(tmp_path / "narrow.safetensors"))
+    loaded = load(tmp_path / "narrow.safetensors", "dit")
+    assert (loaded.model.cfg.in_dim, loaded.model.cfg.out_dim, loaded.model.cfg.patch_size) == (4, 4, (1, 4, 4))
     assert_same_model(loaded.model, model)
 
 

@@ -226,3 +226,16 @@ def test_a_card_sets_the_sampling_it_names_and_leaves_the_rest(tmp_path):
     found = miniature.defaults(tmp_path)
     assert (found.width, found.height, found.frames, found.steps, found.fourier_ratio) == (32, 32, 9, 7, 0.3)
     assert (found.shift, found.cfg) == (miniature.DEFAULTS.shift, miniature.DEFAULTS.cfg)
+
+
+def test_a_recipe_whose_dit_does_not_fit_its_vae_is_refused_before_any_stage():
+    import dataclasses
+
+    with pytest.raises(ValueError, match="reading 16 and predicting 16 latent channels for a VAE with 8"):
+        dataclasses.replace(QUICK, vae_z_dim=8, dit=dataclasses.replace(QUICK.dit, in_dim=16, out_dim=16))
+    factor = 2 ** (len(QUICK.vae_dim_mult) - 1)
+    cell = factor * QUICK.dit.patch_size[1]
+    with pytest.raises(ValueError, match=f"frames of {cell + factor} px do not split.*multiple of {cell}"):
+        dataclasses.replace(QUICK, size=cell + factor)
+    narrow = dataclasses.replace(QUICK, vae_z_dim=4, dit=dataclasses.replace(QUICK.dit, in_dim=4, out_dim=4))
+    assert vae_config(narrow).z_dim == 4

@@ -448,3 +448,17 @@ def test_extend_video_in_both_modes(runnable, mode):
     ui = runner.execute(prompt)
     video = next(Path(v) for result in ui.values() for v in (result or {}).get("videos", []))
     assert _video_frames_and_size(video)[0] == SMALL["frames"] + 4 * len(extends)
+
+
+# ---- previews follow the VAE: its channel count and its spatial factor (a miniature VAE may differ from Wan2.1's)
+@pytest.mark.parametrize("channels, scale", [(16, 8), (4, 4), (8, 4)])
+def test_previews_follow_the_vae_channels_and_scale(pack, channels, scale):
+    from uniworld_core.sampling.pipeline import StartFrame
+
+    sampling = importlib.import_module(f"{pack.__name__}.nodes.sampling")
+    latents = torch.randn(1, channels, 3, 6, 5)
+    shown = torch.tensor(sampling.latent_preview(latents).getdata(), dtype=torch.float32)
+    assert shown.shape[1] == 3 and shown.std(0).min() > 0, "every colour of the preview carries channels"
+    start = StartFrame(latents[:, :, :1], torch.rand(1, channels, 1, 6, 5), 0.1, 5 * scale, 6 * scale, "digest")
+    preview = sampling.fourier_preview(start, scale)
+    assert preview.shape == (1, 6 * scale, 5 * scale, 3), "the preview has the start image's size"

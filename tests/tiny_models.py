@@ -21,7 +21,8 @@ def tiny_dit(seed: int = 0, cfg: DiTConfig = CFG) -> WanDiT:
 
 def dit_inputs(cfg: DiTConfig = CFG):
     gen = torch.Generator().manual_seed(1)
-    x, ff = torch.randn(2, 1, 16, 2, 4, 6, generator=gen)
+    _, ph, pw = cfg.patch_size
+    x, ff = torch.randn(2, 1, cfg.in_dim, 2, 2 * ph, 3 * pw, generator=gen)  # 2x3 tokens a frame
     return x, torch.tensor([321.0]), torch.randn(1, 5, cfg.text_dim, generator=gen), ff
 
 

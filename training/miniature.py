@@ -63,6 +63,7 @@ class Recipe:
     vae_res_blocks: int = 1  # per stage (Wan2.1: 2): about half the convolutions per step
     vae_dim_mult: tuple[int, ...] = (1, 2, 4, 4)  # Wan2.1's four stages: 8x smaller in space
     vae_temporal: tuple[bool, ...] = (False, True, True)  # the stages that also halve time (4x in all)
+    vae_z_dim: int = 16  # latent channels (Wan2.1: 16)
     vae_frames: int = 17  # the generated length: errors build up over chunks beyond what training saw
     vae_crop: int = 32  # random 32x32 windows: the same convolutions, 4x cheaper steps
     vae_image_steps: int = 600  # single frames, batches of 16 (the frame-wise start, see init_for_training)
@@ -113,6 +114,16 @@ class Recipe:
     sample_steps: int = shipped.DEFAULTS.steps
     seed: int = 0
 
+    def __post_init__(self):
+        # A mismatch would otherwise surface as a shape error deep in the DiT stage, after the VAE and cache
+        if not self.dit.in_dim == self.dit.out_dim == self.vae_z_dim:
+            raise ValueError(f"a DiT reading {self.dit.in_dim} and predicting {self.dit.out_dim} latent channels "
+                             f"for a VAE with {self.vae_z_dim}: set the DiT's in_dim and out_dim to vae_z_dim")
+        for cell in {2 ** (len(self.vae_dim_mult) - 1) * p for p in self.dit.patch_size[1:]}:  # px per token
+            if self.size % cell:
+                raise ValueError(f"frames of {self.size} px do not split into the DiT's tokens of {cell} px: "
+                                 f"use a multiple of {cell}")
+
 
 QUICK = Recipe(clips=2, vae_clips=2, frames=5, size=32, vae_width=8, vae_frames=9, vae_crop=16, vae_image_steps=2,
                vae_steps=3, vlm_hidden=64,
@@ -122,7 +133,7 @@ QUICK = Recipe(clips=2, vae_clips=2, frames=5, size=32, vae_width=8, vae_frames=
 
 def vae_config(recipe: Recipe) -> VAEConfig:
     """The recipe's VAE: the Wan2.1 architecture at its width, residual blocks and stages."""
-    return VAEConfig(base_dim=recipe.vae_width, num_res_blocks=recipe.vae_res_blocks,
+    return VAEConfig(base_dim=recipe.vae_width, z_dim=recipe.vae_z_dim, num_res_blocks=recipe.vae_res_blocks,
                      dim_mult=tuple(recipe.vae_dim_mult), temporal_downsample=tuple(recipe.vae_temporal))
 
 
@@ -202,7 +213,7 @@ def _finished(record: Path, fields: dict) -> dict | None:
     if saved is None:
         return None
     # Fields older records lack, with the value they were made with
-    made_from = {"toy_world": 1, "vae_object_weight": 0.0, **saved.get("recipe", {})}
+    made_from = {"toy_world": 1, "vae_object_weight": 0.0, "vae_z_dim": 16, **saved.get("recipe", {})}
     return saved if made_from == fields else None
 
 

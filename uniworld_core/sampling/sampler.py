@@ -75,16 +75,16 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
            stats: CacheStats | None = None,
            parallel: Parallel | None = None,
            prefix: torch.Tensor | None = None) -> torch.Tensor:
-    """Integrate from `noise` [B, 16, F, H, W] to clean (normalised) latents.
+    """Integrate from `noise` [B, z, F, H, W] to clean (normalised) latents (Wan2.1: z = 16 channels).
 
-    start_frame_latents: [B, 16, 1, H, W] normalised VAE latent of the first frame.
+    start_frame_latents: [B, z, 1, H, W] normalised VAE latent of the first frame.
     context / negative_context: [B, L, text_dim] features before `text_embedding`.
-    high_frequencies: the start frame's Fourier map [B, 16, 1, H, W] when already
+    high_frequencies: the start frame's Fourier map [B, z, 1, H, W] when already
     computed (a `StartFrame`); else it is computed at `settings.fourier_ratio`.
     stats: what `settings.cache` saved is added to it.
     parallel: the processes of a torch.distributed run (uniworld_core.parallel) that share the work;
     every process calls `sample` with the same arguments and gets the same latents.
-    prefix: clean latent frames [B, 16, K, H, W] placed before the noisy ones (a continuation's
+    prefix: clean latent frames [B, z, K, H, W] placed before the noisy ones (a continuation's
     context: the video so far). The DiT sees them at timestep 0, shifted like the rest; they are
     not integrated, and only the new frames are returned.
     """
@@ -99,12 +99,12 @@ def sample(dit: WanDiT, noise: torch.Tensor, start_frame_latents: torch.Tensor,
         sigmas = inference_sigmas(settings.steps, settings.shift)
     sigmas = sigmas.to(noise.device, torch.float32)
     timesteps = timesteps_from_sigmas(sigmas)
-    proj = dit.project_start(start_frame_latents)  # [B, 16, 1, H, W], fp32
+    proj = dit.project_start(start_frame_latents)  # [B, z, 1, H, W], fp32
     dtype = dit.patch_embedding.weight.dtype
     if high_frequencies is None:
         high_frequencies = high_frequency(start_frame_latents, settings.fourier_ratio)
     context_frames = 0 if prefix is None else prefix.shape[2]
-    # the same map for every latent frame: [B, 16, K + F, H, W]
+    # the same map for every latent frame: [B, z, K + F, H, W]
     features = high_frequencies.to(noise.device, dtype).expand(-1, -1, context_frames + noise.shape[2], -1, -1)
     y = noise.float()
     steps = len(sigmas) - 1

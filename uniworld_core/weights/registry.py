@@ -222,9 +222,11 @@ def _load_dit(wf: WeightFile, ident: Identified, device: torch.device, dtype: to
     cfg = _infer(infer_dit_config, ident.shapes(wf), num_heads=num_heads or declared.get("num_heads"),
                  text_len=declared.get("text_len"))
     cfg = replace(cfg, flashi2v=True)
-    if cfg.in_dim != 16 or cfg.num_layers < 1 or cfg.dim < 1:
-        raise CheckpointError(f"a DiT with {cfg.in_dim} input channels and {cfg.num_layers} blocks",
-                              "a Wan2.1-based DiT with 16 latent channels")
+    # Wan2.1's latents have 16 channels; a miniature's VAE may have fewer, and the sampler checks the pair
+    if cfg.in_dim != cfg.out_dim or cfg.num_layers < 1 or cfg.dim < 1:
+        raise CheckpointError(f"a DiT reading {cfg.in_dim} latent channels, predicting {cfg.out_dim}, with "
+                              f"{cfg.num_layers} blocks", "a Wan2.1-based DiT that predicts the latent channels "
+                              "it reads (Wan2.1: 16)")
     with torch.device("meta"):
         model = WanDiT(cfg, attention)
     fp8 = {n for n, s in ident.names.items() if wf.infos[s].dtype in FP8_DTYPES}
