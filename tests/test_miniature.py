@@ -133,18 +133,22 @@ def test_build_makes_every_stage_again_for_another_toy_world(tmp_path, monkeypat
     assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == []
 
 
-def test_stage_records_from_before_the_vae_object_weight_count_as_weight_0(tmp_path):
+def test_stage_records_from_before_later_vae_fields_count_as_made_without_them(tmp_path):
+    """Records written before `vae_object_weight` and `vae_z_dim` existed were made at weight 0, 16 channels."""
     import dataclasses
 
     import training.miniature as miniature
 
-    build(tmp_path, QUICK, log=lambda *a: None)
-    for name in (miniature.VAE_STAGE, miniature.CACHE_STAGE):  # as written before the field existed
+    old = dataclasses.replace(QUICK, vae_z_dim=16, dit=dataclasses.replace(QUICK.dit, in_dim=16, out_dim=16))
+    build(tmp_path, old, log=lambda *a: None)
+    for name in (miniature.VAE_STAGE, miniature.CACHE_STAGE):  # as written before the fields existed
         saved = json.loads((tmp_path / name).read_text())
-        assert saved["recipe"].pop("vae_object_weight") == 0.0
+        assert saved["recipe"].pop("vae_object_weight") == 0.0 and saved["recipe"].pop("vae_z_dim") == 16
         (tmp_path / name).write_text(json.dumps(saved))
-    assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
-    weighted = dataclasses.replace(QUICK, vae_object_weight=4.0)
+    assert build(tmp_path, old, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
+    narrow = dataclasses.replace(old, vae_z_dim=4, dit=dataclasses.replace(old.dit, in_dim=4, out_dim=4))
+    assert build(tmp_path, narrow, log=lambda *a: None)["reused_stages"] == []
+    weighted = dataclasses.replace(old, vae_object_weight=4.0)
     assert build(tmp_path, weighted, log=lambda *a: None)["reused_stages"] == []
     assert build(tmp_path, weighted, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
 
