@@ -42,13 +42,15 @@ def held_out_cache(build: Path, clips: int) -> Path:
     from training.miniature import Recipe, add_object_masks
     from training.toyworld import write_dataset
     from uniworld_core.conditioning import vlm_encoder
+    from uniworld_core.model import DiTConfig
 
     folder = build / "held_out"
     if (folder / "cache" / "manifest.json").exists():
         return folder / "cache"
     fields = json.loads((build / "weights" / "card.json").read_text())["recipe"]
     known = {f.name for f in dataclasses.fields(Recipe)} - {"dit"}  # the VAE's fields size the object masks
-    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known})
+    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known},
+                    dit=DiTConfig.from_dict(fields["dit"]))  # the build's own, which fits its VAE
     entries, _ = read_meta(write_dataset(folder / "data", clips, recipe.frames, recipe.size, HELD_OUT_DATA_SEED))
     vae = load(build / "weights" / "toy_vae.safetensors", "vae").model.eval()
     encoder = vlm_encoder(build / "weights" / "toy_vlm", None, dtype=torch.float32)  # features only, as cached

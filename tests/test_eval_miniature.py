@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
+import pytest
 import torch
 from conftest import REPO
 
@@ -137,14 +138,17 @@ def test_fit_diagnostic_is_zero_for_a_perfect_dit_and_about_one_for_the_mean():
         assert all(low <= v <= high for v in found.values()), (known, found)
 
 
-def test_held_out_cache_holds_unseen_photos_encoded_by_the_builds_own_vae(tmp_path):
-    """`miniature_fit.py --held-out`: clips of photos the build never saw, in the training cache's layout."""
+@pytest.mark.parametrize("latent_channels", [16, 4])
+def test_held_out_cache_holds_unseen_photos_encoded_by_the_builds_own_vae(tmp_path, latent_channels):
+    """`miniature_fit.py --held-out`: clips of photos the build never saw, in the training cache's layout (for a
+    build of any latent width: the recipe is read back from its card, DiT included)."""
     from miniature_fit import held_out_cache
     from safetensors.torch import load_file
 
     from training.miniature import QUICK, build
 
-    build(tmp_path, QUICK, log=lambda *a: None)
+    z = latent_channels
+    build(tmp_path, replace(QUICK, vae_z_dim=z, dit=replace(QUICK.dit, in_dim=z, out_dim=z)), log=lambda *a: None)
     cache = held_out_cache(tmp_path, 1)
     trained = load_file(str(sorted((tmp_path / "cache").glob("clip_*.safetensors"))[0]))
     held = sorted(cache.glob("clip_*.safetensors"))
