@@ -237,7 +237,7 @@ def test_a_recipe_whose_dit_does_not_fit_its_vae_is_refused_before_any_stage():
 
     with pytest.raises(ValueError, match="reading 16 and predicting 16 latent channels for a VAE with 8"):
         dataclasses.replace(QUICK, vae_z_dim=8, dit=dataclasses.replace(QUICK.dit, in_dim=16, out_dim=16))
-    factor = 2 ** (len(QUICK.vae_dim_mult) - 1)
+    factor = vae_config(QUICK).spatial_factor
     cell = factor * QUICK.dit.patch_size[1]
     with pytest.raises(ValueError, match=f"frames of {cell + factor} px do not split.*multiple of {cell}"):
         dataclasses.replace(QUICK, size=cell + factor)

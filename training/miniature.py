@@ -121,7 +121,8 @@ class Recipe:
         if not self.dit.in_dim == self.dit.out_dim == self.vae_z_dim:
             raise ValueError(f"a DiT reading {self.dit.in_dim} and predicting {self.dit.out_dim} latent channels "
                              f"for a VAE with {self.vae_z_dim}: set the DiT's in_dim and out_dim to vae_z_dim")
-        for cell in {2 ** (len(self.vae_dim_mult) - 1) * p for p in self.dit.patch_size[1:]}:  # px per token
+        factor = VAEConfig(dim_mult=tuple(self.vae_dim_mult)).spatial_factor
+        for cell in {factor * p for p in self.dit.patch_size[1:]}:  # px per token
             if self.size % cell:
                 raise ValueError(f"frames of {self.size} px do not split into the DiT's tokens of {cell} px: "
                                  f"use a multiple of {cell}")
