@@ -250,6 +250,10 @@ def write_card(weights: Path, metrics: dict, command: str) -> None:
              f"(loss {card['dit_loss_first_last_100'][0]:.3f} -> {card['dit_loss_first_last_100'][1]:.3f})"
              + (f", the objects' latent cells weighted {1 + recipe['object_weight']:g}x in the loss"
                 if recipe.get("object_weight") else ""),
+             *([f"- Continuation stage (long videos): {recipe['long_steps']} more steps on {recipe['long_clips']} "
+                f"clips of {recipe['long_frames']} frames, in windows of {recipe['context_frames']} context + "
+                f"{recipe['new_frames']} new latent frames, {recipe['long_continuation']:.0%} of them continuations "
+                f"starting mid-clip"] if recipe.get("long_steps") else []),
              f"- Condition: tiny Qwen2.5-VL (hidden {recipe['vlm_hidden']}, frozen, tokenizer trained on the "
              "captions) + adapter trained with the DiT", f"- {card['bytes'] / 2**20:.1f} MiB in all, "
              f"{card['minutes']} min to train on 2 CPU cores",

@@ -31,17 +31,17 @@ def _dit() -> WanDiT:
     return WanDiT(CFG).eval()
 
 
-def _draws(k: int, offset: int, sigma: float = 0.6, seed: int = 1) -> dict[str, torch.Tensor]:
+def _draws(k: int, offset: int, sigma: float = 0.6, seed: int = 1, frames: int = FRAMES) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return {"noise": torch.randn(1, 16, FRAMES, 4, 4, generator=gen), "sigma": torch.tensor([sigma]),
+    return {"noise": torch.randn(1, 16, frames, 4, 4, generator=gen), "sigma": torch.tensor([sigma]),
             "ratio": torch.tensor([0.3]), "drop": torch.tensor([False]), "context_frames": torch.tensor(k),
             "offset": torch.tensor(offset)}
 
 
-def _inputs_seen(dit, clean, context, draws) -> dict:
+def _inputs_seen(dit, clean, context, draws, cfg: ObjectiveConfig = ObjectiveConfig()) -> dict:
     seen = {}
     hook = dit.register_forward_pre_hook(lambda module, args: seen.update(x=args[0], t=args[1]))
-    loss = flashi2v_loss(dit, clean, context, context, ObjectiveConfig(), draws=draws)
+    loss = flashi2v_loss(dit, clean, context, context, cfg, draws=draws)
     hook.remove()
     return {**seen, "loss": loss}
 
@@ -128,3 +128,63 @@ def test_context_noise_mixes_the_context_slots_noise_into_the_context():
     drawn = [draw((1, 16, FRAMES, 4, 4), ObjectiveConfig(continuation=1.0, context_noise=0.1),
                   torch.Generator().manual_seed(s))["context_noise"] for s in range(50)]
     assert all(0 <= float(d) <= 0.1 for d in drawn) and len({float(d) for d in drawn}) > 40
+
+
+def _long_clip(frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(5)
+    latents = torch.randn(1, 16, frames, 4, 4, generator=gen)
+    return latents, _padded({"features": torch.randn(1, 5, 12, generator=gen)})["features"]
+
+
+@pytest.mark.parametrize("k,offset", [(1, 1), (2, 3), (3, 4)])
+@torch.no_grad()
+def test_a_window_of_a_long_clip_is_what_an_inference_continuation_sees(k, offset):
+    """With `window`, a continuation of a long clip sees `window` frames from `offset` on (the sampler's prefix
+    of k frames and window - k noisy ones), conditioned on the clip's first frame, as every later chunk is."""
+    dit, (clean, context) = _dit(), _long_clip(9)
+    draws, cfg = _draws(k, offset, frames=9), ObjectiveConfig(window=5)
+    seen = _inputs_seen(dit, clean, context, draws, cfg)
+    window, sigma = clean[:, :, offset:offset + 5], draws["sigma"]
+    noisy = sigma * draws["noise"][:, :, offset + k:offset + 5] + (1 - sigma) * window[:, :, k:]
+    t, x = _step_inputs(timesteps_from_sigmas(sigma), noisy, window[:, :, :k])
+    x = shift_latents(x, dit.project_start(clean[:, :, :1]))
+    assert seen["x"].shape[2] == 5
+    torch.testing.assert_close(seen["x"], x.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(seen["t"], t)
+    after = clean.clone()
+    after[:, :, offset + 5:] += 3  # frames past the window are never seen
+    assert torch.equal(flashi2v_loss(dit, after, context, context, cfg, draws=draws), seen["loss"])
+
+
+@torch.no_grad()
+def test_an_i2sv_batch_of_a_long_clip_is_its_first_window():
+    dit, (clean, context) = _dit(), _long_clip(9)
+    seen = _inputs_seen(dit, clean, context, _draws(0, 0, frames=9), ObjectiveConfig(window=5))
+    plain = _inputs_seen(dit, clean[:, :, :5], context, _draws(0, 0, frames=9) | {
+        "noise": _draws(0, 0, frames=9)["noise"][:, :, :5]})
+    assert seen["x"].shape[2] == 5
+    torch.testing.assert_close(seen["x"], plain["x"])
+    torch.testing.assert_close(seen["loss"], plain["loss"])
+
+
+def test_window_draws_start_continuations_past_the_first_frame_and_fit_the_clip():
+    frames, window = 11, 5
+    drawn = [draw((2, 16, frames, 4, 4), ObjectiveConfig(continuation=0.5, max_context=3, window=window), g)
+             for g in [torch.Generator().manual_seed(s) for s in range(300)]]
+    pairs = [(int(d["context_frames"]), int(d["offset"])) for d in drawn]
+    continued = [(k, o) for k, o in pairs if k]
+    assert {k for k, _ in continued} == {1, 2, 3}
+    assert {o for _, o in continued} == set(range(1, frames - window + 1))  # every mid-clip window, none at 0
+    assert all(o == 0 for k, o in pairs if not k)
+    # clips no longer than the window draw exactly as without one, stream and all
+    short = (2, 16, FRAMES, 4, 4)
+    with_window, without = (ObjectiveConfig(continuation=0.5, max_context=3, window=w) for w in (FRAMES, 0))
+    for seed in range(20):
+        a = draw(short, with_window, torch.Generator().manual_seed(seed))
+        b = draw(short, without, torch.Generator().manual_seed(seed))
+        assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_one_frame_window_is_refused():
+    with pytest.raises(ConfigError, match="window"):
+        TrainConfig(window=1)

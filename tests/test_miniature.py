@@ -94,7 +94,7 @@ def test_finished_vae_and_cache_stages_are_reused_only_for_the_same_recipe_field
     first = vae_file.read_bytes()
     logged = []
     card = build(tmp_path, dataclasses.replace(QUICK, dit_steps=3), log=logged.append)
-    assert card["reused_stages"] == ["vae", "cache"], card["reused_stages"]
+    assert card["reused_stages"] == ["vae", "cache", "long cache"], card["reused_stages"]  # not what follows the DiT
     assert any("vae: reusing" in line for line in logged) and any("cache: reusing" in line for line in logged)
     assert vae_file.read_bytes() == first
     logged.clear()
@@ -128,7 +128,7 @@ def test_build_makes_every_stage_again_for_another_toy_world(tmp_path, monkeypat
         assert saved["recipe"].pop("toy_world") == miniature.WORLD_VERSION
         (tmp_path / name).write_text(json.dumps(saved))
     monkeypatch.setattr(miniature, "WORLD_VERSION", 1)
-    assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
+    assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == ["vae", "cache", "dit"]
     monkeypatch.setattr(miniature, "WORLD_VERSION", 2)
     assert build(tmp_path, QUICK, log=lambda *a: None)["reused_stages"] == []
 
@@ -145,12 +145,52 @@ def test_stage_records_from_before_later_vae_fields_count_as_made_without_them(t
         saved = json.loads((tmp_path / name).read_text())
         assert saved["recipe"].pop("vae_object_weight") == 0.0 and saved["recipe"].pop("vae_z_dim") == 16
         (tmp_path / name).write_text(json.dumps(saved))
-    assert build(tmp_path, old, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
+    saved = json.loads((tmp_path / miniature.DIT_STAGE).read_text())
+    assert saved["recipe"].pop("vae_object_weight") == 0.0 and saved["recipe"].pop("vae_z_dim") == 16
+    (tmp_path / miniature.DIT_STAGE).write_text(json.dumps(saved))
+    everything = ["vae", "cache", "dit", "long cache", "continuation"]
+    assert build(tmp_path, old, log=lambda *a: None)["reused_stages"] == everything
     narrow = dataclasses.replace(old, vae_z_dim=4, dit=dataclasses.replace(old.dit, in_dim=4, out_dim=4))
     assert build(tmp_path, narrow, log=lambda *a: None)["reused_stages"] == []
     weighted = dataclasses.replace(old, vae_object_weight=4.0)
     assert build(tmp_path, weighted, log=lambda *a: None)["reused_stages"] == []
-    assert build(tmp_path, weighted, log=lambda *a: None)["reused_stages"] == ["vae", "cache"]
+    assert build(tmp_path, weighted, log=lambda *a: None)["reused_stages"] == everything
+
+
+def test_the_continuation_stage_trains_on_from_the_dit_stage_in_inference_shaped_windows(tmp_path):
+    """`long_steps` adds long clips and a training that starts from the DiT stage's export; the DiT stage itself
+    is reused when only the continuation stage's fields change, and a finished continuation stage is too."""
+    import dataclasses
+
+    import training.miniature as miniature
+
+    base = dataclasses.replace(QUICK, context_frames=1, new_frames=1, long_steps=0)  # windows of 2 latent frames
+    assert "long_steps" not in build(tmp_path, base, log=lambda *a: None)["continuation"]
+    # copied: load_file's tensors may map the file, which the next build writes in place
+    plain = {k: v.clone() for k, v in load_file(tmp_path / "weights" / "toy_dit.safetensors").items()}
+    long = dataclasses.replace(base, long_steps=2, long_clips=1, long_frames=13)
+    logged = []
+    card = build(tmp_path, long, log=logged.append)
+    assert card["reused_stages"] == ["vae", "cache", "dit"] and any("dit: reusing" in line for line in logged)
+    assert {"long cache", "continuation"} <= set(card["stage_minutes"])
+    assert card["continuation"]["long_steps"] == 2 and card["continuation"]["long_frames"] == 13
+    cached = sorted((tmp_path / "long_cache").glob("clip_*.safetensors"))
+    assert len(cached) == long.long_clips * 5
+    clip = load_file(cached[0])
+    assert clip["latents"].shape[1] == 4 and clip["loss_mask"].shape[1:] == clip["latents"].shape[1:]
+    trained = {k: v.clone() for k, v in load_file(tmp_path / "weights" / "toy_dit.safetensors").items()}
+    assert any(not torch.equal(trained[k], plain[k]) for k in plain)  # the shipped DiT is the continued one
+    logged.clear()
+    card = build(tmp_path, long, log=logged.append)
+    assert card["reused_stages"] == ["vae", "cache", "dit", "long cache", "continuation"]
+    assert card["continuation"]["long_steps"] == 2
+    again = load_file(tmp_path / "weights" / "toy_dit.safetensors")
+    assert all(torch.equal(again[k], trained[k]) for k in trained)  # deterministic, and not trained further
+    record = json.loads((tmp_path / miniature.LONG_CACHE_STAGE).read_text())
+    assert record["recipe"]["long_frames"] == 13
+    card = build(tmp_path, dataclasses.replace(long, long_steps=3), log=lambda *a: None)
+    assert card["reused_stages"] == ["vae", "cache", "dit", "long cache"]  # only the training runs again
+    assert json.loads((tmp_path / "long_run" / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
 
 
 def test_main_job_with_real_files_prompt_and_style(tmp_path, capsys):

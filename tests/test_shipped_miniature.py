@@ -49,7 +49,10 @@ def test_the_miniature_model_is_shipped_within_budget_with_its_card_and_sheets()
     assert size <= 25 * 2**20, f"{size / 2**20:.1f} MiB"
     card = _card()
     assert card["bars"] == BARS and card["passes"] == all(card["checks"].values()), card["checks"]
-    assert card["minutes"] <= 120, "the recipe must run within 2 hours on 2 CPU cores"
+    # Issue #20: the recipe within 2 hours on 2 CPU cores; issue #23: with its continuation stage, 2.5 hours
+    single_run = sum(m for stage, m in card["stage_minutes"].items() if stage not in ("long cache", "continuation"))
+    assert single_run <= 120, f"the recipe up to its DiT stage took {single_run} min on 2 CPU cores (bar 120)"
+    assert card["minutes"] <= 150, f"the recipe took {card['minutes']} min on 2 CPU cores (bar 150)"
     assert card["recipe"] == _recipe_json(Recipe()), "the shipped weights are the recipe's defaults"
     # The evaluation renders its truth with today's toy world: weights of another world would be measured on
     # clips they never learned (rebuild and ship them with the world's change)

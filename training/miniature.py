@@ -6,11 +6,13 @@
 Steps: render the toy world (photo-conditioned clips in five renderings) ->
 train the Wan VAE architecture at a small width -> train a caption tokenizer
 and build the frozen tiny Qwen2.5-VL -> cache latents and VLM features ->
-train a small FlashI2V DiT and its adapter together (mode "all") -> write the
-weights and a card (sizes, steps, losses, sampling settings).
+train a small FlashI2V DiT and its adapter together (mode "all") -> with
+`long_steps`, cache long clips and train both on for continuation (long videos)
+-> write the weights and a card (sizes, steps, losses, sampling settings).
 
 Run again into the same DIR, it reuses the stages whose recipe fields are
-unchanged (the VAE, then the cache; see `vae_stage` and `cache_stage`).
+unchanged (the VAE, the cache, the DiT, the long cache and the continuation;
+see the `*_stage` functions).
 
 Then `python bench/eval_miniature.py DIR/weights --card` adds the metrics, and
 DIR/weights is what ships in uniworld_core/miniature_model (docs/training.md: its
@@ -108,6 +110,16 @@ class Recipe:
     context_noise: float = 0.0  # continuation context corruption (training.objective); 0 in run 5
     context_frames: int = 2
     new_frames: int = 3
+    # The continuation stage (issue #23; 0 steps = off): the DiT stage's export trained on for `long_steps` more
+    # steps on `long_clips` photos rendered `long_frames` long, in windows of context_frames + new_frames latent
+    # frames, a `long_continuation` share of them starting mid-clip as continuations. The DiT stage's 17-frame
+    # clips only let a continuation's context begin at the clip's first latent frame (frame 0 encoded alone);
+    # at inference it never does.
+    long_clips: int = 240
+    long_frames: int = 41
+    long_steps: int = 5000
+    long_continuation: float = 0.7
+    long_lr: float = 3e-4
     # Sampling defaults written to the card (the CLI and the evaluation read them, the toy workflows are set
     # to them). Shift 7 is the DiT's training shift; it samples level or better than shift 3 on runs 8 and 9
     # (direction 39% -> 50% on run 8). cfg 2: the real model's cfg 5 gave washed-out first frames (run 4).
@@ -131,7 +143,7 @@ class Recipe:
 QUICK = Recipe(clips=2, vae_clips=2, frames=5, size=32, vae_width=8, vae_frames=9, vae_crop=16, vae_image_steps=2,
                vae_steps=3, vlm_hidden=64,
                dit=DiTConfig(dim=64, ffn_dim=64, num_heads=1, num_layers=1, freq_dim=32, text_dim=32),
-               dit_steps=2, batch_size=1)
+               dit_steps=2, batch_size=1, long_clips=1, long_frames=13, long_steps=2)
 
 
 def vae_config(recipe: Recipe) -> VAEConfig:
@@ -198,6 +210,9 @@ def train_toy_vae(recipe: Recipe, log=print) -> tuple[WanVAE, dict]:
 
 VAE_STAGE = "vae_stage.json"  # DIR/vae_stage.json: the recipe fields, card and minutes of a finished VAE stage
 CACHE_STAGE = "cache_stage.json"  # DIR/cache_stage.json: the same for a finished cache
+DIT_STAGE = "dit_stage.json"  # DIR/dit_stage.json: the same for a finished DiT stage
+LONG_CACHE_STAGE = "long_cache_stage.json"  # DIR/long_cache_stage.json: the continuation stage's long clips
+LONG_STAGE = "long_stage.json"  # DIR/long_stage.json: the continuation stage's training
 
 
 def _recipe_json(recipe: Recipe) -> dict:
@@ -210,14 +225,20 @@ def _vae_fields(recipe: Recipe) -> dict:
     return {**fields, "toy_world": WORLD_VERSION}
 
 
+# Recipe fields older stage records lack, with the value they were made with
+_OLDER_FIELDS = {"toy_world": 1, "vae_object_weight": 0.0, "vae_z_dim": 16}
+LONG_FIELDS = ("long_clips", "long_frames", "long_steps", "long_continuation", "long_lr")  # the continuation stage's
+
+
+def _made_from(saved: dict, fields: dict) -> bool:
+    """Whether recorded recipe fields are `fields` (older records count as made with `_OLDER_FIELDS`)."""
+    return {k: v for k, v in _OLDER_FIELDS.items() if k in fields} | saved == fields
+
+
 def _finished(record: Path, fields: dict) -> dict | None:
     """The record of a finished stage (`{"recipe", "minutes", ...}`) when it was made from these recipe fields."""
     saved = json.loads(record.read_text()) if record.exists() else None
-    if saved is None:
-        return None
-    # Fields older records lack, with the value they were made with
-    made_from = {"toy_world": 1, "vae_object_weight": 0.0, "vae_z_dim": 16, **saved.get("recipe", {})}
-    return saved if made_from == fields else None
+    return saved if saved is not None and _made_from(saved.get("recipe", {}), fields) else None
 
 
 def _write_record(record: Path, fields: dict, started: float, **extra) -> None:
@@ -261,22 +282,25 @@ def cache_stage(recipe: Recipe, out: Path, dataset: ClipDataset, vae: WanVAE, en
     return built, None
 
 
-def latent_object_mask(clip_seed: int, recipe: Recipe, vae_cfg: VAEConfig) -> torch.Tensor:
-    """The latent cells [1, F, h, w] (0 or 1) that any object of a toy clip touches in any frame they encode.
+def latent_object_mask(clip_seed: int, recipe: Recipe, vae_cfg: VAEConfig, frames: int | None = None) -> torch.Tensor:
+    """The latent cells [1, F, h, w] (0 or 1) that any object of a toy clip (`frames` long, by default the
+    recipe's) touches in any frame they encode.
 
     Latent frame 0 encodes frame 0 alone, latent frame j frames 4j-3..4j (the causal VAE's grouping).
     """
-    cover = object_masks(random_clip(clip_seed), recipe.frames, recipe.size).amax(0)  # [T, H, W]
+    frames = frames or recipe.frames
+    cover = object_masks(random_clip(clip_seed), frames, recipe.size).amax(0)  # [T, H, W]
     step = vae_cfg.temporal_factor
-    groups = [cover[:1]] + [cover[1 + j:1 + j + step] for j in range(0, recipe.frames - 1, step)]
+    groups = [cover[:1]] + [cover[1 + j:1 + j + step] for j in range(0, frames - 1, step)]
     per_frame = torch.stack([g.amax(0) for g in groups])  # [F, H, W]
     cells = torch.nn.functional.max_pool2d(per_frame[None], vae_cfg.spatial_factor)[0]
     return (cells > 0).float()[None]
 
 
-def add_object_masks(cache: Path, entries: list, recipe: Recipe) -> int:
+def add_object_masks(cache: Path, entries: list, recipe: Recipe, frames: int | None = None) -> int:
     """Write each cached toy clip's `loss_mask` (its objects' latent cells) into its cache file; returns how many
-    files gained one. The clip's seed comes from its entry's folder name (`clipNNNNN_<style>`)."""
+    files gained one. The clip's seed comes from its entry's folder name (`clipNNNNN_<style>`); `frames` is the
+    clips' length (by default the recipe's)."""
     added, vae_cfg = 0, vae_config(recipe)
     for path in sorted(cache.glob("clip_*.safetensors")):
         with safe_open(str(path), "pt") as f:
@@ -285,7 +309,7 @@ def add_object_masks(cache: Path, entries: list, recipe: Recipe) -> int:
             tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
         entry = entries[int(path.stem.split("_")[1])]
         clip_index = int(Path(entry.path).name[len("clip"):].split("_")[0])
-        tensors["loss_mask"] = latent_object_mask(recipe.seed * 1_000_003 + clip_index, recipe, vae_cfg)
+        tensors["loss_mask"] = latent_object_mask(recipe.seed * 1_000_003 + clip_index, recipe, vae_cfg, frames)
         if tensors["loss_mask"].shape[1:] != tensors["latents"].shape[1:]:
             raise ValueError(f"{path}: object mask {tuple(tensors['loss_mask'].shape)} does not fit latents "
                              f"{tuple(tensors['latents'].shape)}")
@@ -309,11 +333,7 @@ def train_toy_dit(recipe: Recipe, cache: Path, out: Path, resume: bool = True) -
     An interrupted stage (`out/dit_run` of the same recipe, `resume`) continues from its checkpoint; one of
     another recipe, or on a cache made again, is started afresh.
     """
-    run, record = out / "dit_run", out / "dit_run" / "recipe.json"
-    if run.exists() and not (resume and record.exists() and json.loads(record.read_text()) == _recipe_json(recipe)):
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(_recipe_json(recipe)))
+    _run_folder(out / "dit_run", _dit_fields(recipe), resume)
     torch.manual_seed(recipe.seed)
     save_file(WanDiT(recipe.dit).state_dict(), str(out / "dit_init.safetensors"),
               metadata={"dit_config": recipe.dit.to_json()})
@@ -323,13 +343,99 @@ def train_toy_dit(recipe: Recipe, cache: Path, out: Path, resume: bool = True) -
                       shift=recipe.dit_shift, continuation=recipe.continuation, max_context=recipe.max_context,
                       context_noise=recipe.context_noise, region_weight=recipe.object_weight)
     exported = train(cfg, cache, out / "dit_init.safetensors")
-    losses = [json.loads(line)["loss"] for line in (out / "dit_run" / "log.jsonl").read_text().splitlines()
-              if "loss" in line]
-    return exported, losses
+    return exported, _losses(out / "dit_run")
+
+
+def dit_stage(recipe: Recipe, out: Path, resume: bool, log=print) -> tuple[Path, list[float], float | None]:
+    """The DiT stage of `build`, or its export from an earlier run into the same DIR with the same DiT recipe
+    fields on a reused cache (`resume`). Returns the export, its losses and the minutes it took when reused."""
+    record, fields = out / DIT_STAGE, _dit_fields(recipe)
+    exported = out / "dit_run" / "export" / "dit.safetensors"
+    saved = _finished(record, fields) if resume and exported.exists() else None
+    if saved is not None:
+        log(f"dit: reusing {exported.parent} (its recipe fields match {record})")
+        return exported, _losses(out / "dit_run"), saved["minutes"]
+    record.unlink(missing_ok=True)
+    started = time.perf_counter()
+    exported, losses = train_toy_dit(recipe, out / "cache", out, resume)
+    _write_record(record, fields, started)
+    return exported, losses, None
+
+
+def _dit_fields(recipe: Recipe) -> dict:
+    """The recipe fields the DiT stage depends on (all but the continuation stage's)."""
+    return {k: v for k, v in _recipe_json(recipe).items() if k not in LONG_FIELDS}
+
+
+def _run_folder(run: Path, fields: dict, resume: bool) -> None:
+    """Keep a training folder to resume when it was made from these recipe fields and `resume`; else empty it."""
+    record = run / "recipe.json"
+    if run.exists() and not (resume and record.exists() and _made_from(json.loads(record.read_text()), fields)):
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(fields))
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines() if "loss" in line]
+
+
+def _first_last_100(losses: list[float]) -> list[float]:
+    return [sum(losses[:100]) / len(losses[:100]), sum(losses[-100:]) / len(losses[-100:])]
+
+
+def long_cache_stage(recipe: Recipe, out: Path, vae: WanVAE, encoder: VLMEncoder, cache_valid: bool,
+                     log=print) -> float | None:
+    """The continuation stage's data: `long_clips` toy photos rendered `long_frames` long, cached with their
+    object masks. Reused when `cache_valid` (the VAE and VLM are unchanged) and its recipe fields match;
+    returns the minutes it took when reused (else None)."""
+    started = time.perf_counter()
+    meta = write_dataset(out / "long_data", recipe.long_clips, recipe.long_frames, recipe.size, recipe.seed)
+    fields = {**_vae_fields(recipe), "long_clips": recipe.long_clips, "long_frames": recipe.long_frames,
+              "vlm_hidden": recipe.vlm_hidden}
+    record, manifest = out / LONG_CACHE_STAGE, out / "long_cache" / "manifest.json"
+    saved = _finished(record, fields) if cache_valid and manifest.exists() else None
+    if saved is not None:
+        log(f"long cache: reusing {manifest.parent} (its recipe fields match {record})")
+        return saved["minutes"]
+    record.unlink(missing_ok=True)
+    entries, _ = read_meta(meta)
+    build_cache(ClipDataset(entries, recipe.long_frames, 16, ((recipe.size, recipe.size),)), vae, encoder,
+                out / "long_cache", batch_size=len(STYLES))
+    add_object_masks(out / "long_cache", entries, recipe, recipe.long_frames)
+    _write_record(record, fields, started)
+    return None
+
+
+def continuation_stage(recipe: Recipe, out: Path, exported: Path, resume: bool,
+                       log=print) -> tuple[Path, list[float], float | None]:
+    """The continuation stage (`Recipe.long_steps`) on the long cache: the DiT stage's export (DiT and adapter)
+    trained on in inference-shaped windows. Reused when `resume` (the DiT stage and the long cache were) and
+    its recipe fields match; an interrupted one resumes. Returns the export, its losses and the minutes it
+    took when reused (else None)."""
+    run, record, fields = out / "long_run", out / LONG_STAGE, {**_recipe_json(recipe), "toy_world": WORLD_VERSION}
+    done = run / "export" / "dit.safetensors"
+    saved = _finished(record, fields) if resume and done.exists() else None
+    if saved is not None:
+        log(f"continuation: reusing {done.parent} (its recipe fields match {record})")
+        return done, _losses(run), saved["minutes"]
+    record.unlink(missing_ok=True)
+    started = time.perf_counter()
+    _run_folder(run, fields, resume)
+    cfg = TrainConfig(mode="all", steps=recipe.long_steps, batch_size=recipe.batch_size, lr=recipe.long_lr,
+                      warmup_steps=min(100, recipe.long_steps // 10), schedule="cosine", weight_decay=0.0,
+                      ema_decay=recipe.ema_decay, text_drop=0.1, seed=recipe.seed, output_dir=str(run),
+                      shift=recipe.dit_shift, continuation=recipe.long_continuation, max_context=recipe.max_context,
+                      context_noise=recipe.context_noise, region_weight=recipe.object_weight,
+                      window=recipe.context_frames + recipe.new_frames)
+    long_export = train(cfg, out / "long_cache", exported / "dit.safetensors", str(exported / "adapter.safetensors"))
+    _write_record(record, fields, started)
+    return long_export, _losses(run), None
 
 
 def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
-    """The whole recipe: toy world -> VAE -> condition -> cache -> DiT -> DIR/weights with card.json."""
+    """The whole recipe: toy world -> VAE -> condition -> cache -> DiT (-> long cache -> continuation, with
+    `long_steps`) -> DIR/weights with card.json."""
     out = Path(out)
     weights = out / "weights"
     weights.mkdir(parents=True, exist_ok=True)
@@ -353,20 +459,32 @@ def build(out: str | Path, recipe: Recipe = Recipe(), log=print) -> dict:
                                          vae, encoder, reused is not None, log)
     add_object_masks(out / "cache", entries, recipe)  # cheap; reused caches of older recipes gain them too
     lap("cache", cache_reused)
-    exported, losses = train_toy_dit(recipe, out / "cache", out, resume=cache_reused is not None)
+    exported, losses, dit_reused = dit_stage(recipe, out, cache_reused is not None, log)
+    lap("dit", dit_reused)
+    long_reused = continuation_reused = None
+    if recipe.long_steps:
+        long_reused = long_cache_stage(recipe, out, vae, encoder, cache_reused is not None, log)
+        lap("long cache", long_reused)
+        exported, long_losses, continuation_reused = continuation_stage(
+            recipe, out, exported.parent, dit_reused is not None and long_reused is not None, log)
+        lap("continuation", continuation_reused)
     for name in ("dit.safetensors", "adapter.safetensors"):
         (weights / f"toy_{name}").write_bytes((exported.parent / name).read_bytes())
-    lap("dit")
     write_extras(weights, recipe)
     card = {"recipe": _recipe_json(recipe), "toy_world": WORLD_VERSION,
             "cached_clips": manifest["cached"], **vae_card,
-            "dit_loss_first_last_100": [sum(losses[:100]) / len(losses[:100]), sum(losses[-100:]) / len(losses[-100:])],
+            "dit_loss_first_last_100": _first_last_100(losses),
             "sampling": {"shift": recipe.sample_shift, "cfg": recipe.sample_cfg, "steps": recipe.sample_steps},
             "continuation": {"trained_share": recipe.continuation, "max_context": recipe.max_context,
-                             "context_frames": recipe.context_frames, "new_frames": recipe.new_frames}
-            if recipe.continuation > 0 else None,
+                             "context_frames": recipe.context_frames, "new_frames": recipe.new_frames,
+                             **({"long_frames": recipe.long_frames, "long_steps": recipe.long_steps,
+                                 "long_loss_first_last_100": _first_last_100(long_losses)}
+                                if recipe.long_steps else {})}
+            if recipe.continuation > 0 or recipe.long_steps else None,
             "minutes": round(sum(minutes.values()), 1), "stage_minutes": minutes,
-            "reused_stages": [name for name, was in (("vae", reused), ("cache", cache_reused)) if was is not None],
+            "reused_stages": [name for name, was in (("vae", reused), ("cache", cache_reused), ("dit", dit_reused),
+                                                     ("long cache", long_reused), ("continuation", continuation_reused))
+                              if was is not None],
             "bytes": sum(p.stat().st_size for p in weights.rglob("*") if p.is_file())}
     (weights / "card.json").write_text(json.dumps(card, indent=2, default=list))
     return card

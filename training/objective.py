@@ -12,8 +12,10 @@ Continuation (issue #23), on a share of the batches: the first k latent frames o
 a window of the clip (k drawn from 1 to `max_context`, the window starting at a
 random latent frame) are clean context at timestep 0, shifted like the rest, as
 the sampler's `prefix` gives them; only the frames after them are noised, and the
-loss is theirs alone. The start-frame conditioning stays the clip's first frame,
-as it does for every chunk of a long video.
+loss is theirs alone. With a `window` shorter than the clips, every batch is one
+window of that many frames, continuations starting past the clip's first frame.
+The start-frame conditioning stays the clip's first frame, as it does for every
+chunk of a long video.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ class ObjectiveConfig:
     # s ~ U[0, context_noise], still at timestep 0, so the DiT learns not to trust its context exactly: at
     # inference the context is its own imperfect output.
     context_noise: float = 0.0
+    # Training window in latent frames (0 = the whole clip). On clips longer than it (issue #23's long toy
+    # clips), an I2SV batch takes the clip's first `window` frames and a continuation batch a window starting at
+    # latent frame 1 or later: exactly the shape of an inference continuation, whose context is never the
+    # clip's first (single-frame) latent.
+    window: int = 0
     # Region weighting (0 = off): where a clip's cache holds `loss_mask` (latent cells [1, F, h, w] in 0..1,
     # e.g. the toy world's objects), each cell's squared error counts 1 + region_weight * mask times, the
     # weights normalised to mean 1. The toy objects cover 9-33% of the latent cells: unweighted, a small DiT fits
@@ -69,8 +76,13 @@ def draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generato
 def _continuation_draw(frames: int, cfg: ObjectiveConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A batch's context length k (0 = an I2SV batch) and the latent frame its window starts at."""
     use = float(torch.rand(1, generator=generator)) < cfg.continuation and frames > 1
-    k = int(torch.randint(1, min(cfg.max_context, frames - 1) + 1, (1,), generator=generator)) if use else 0
-    offset = int(torch.randint(0, frames - k, (1,), generator=generator)) if use else 0  # >= 1 new frame
+    fixed = 0 < cfg.window < frames  # a window of `window` frames, mid-clip for continuations
+    span = cfg.window if fixed else frames
+    k = int(torch.randint(1, min(cfg.max_context, span - 1) + 1, (1,), generator=generator)) if use else 0
+    if fixed:
+        offset = int(torch.randint(1, frames - span + 1, (1,), generator=generator)) if use else 0
+    else:
+        offset = int(torch.randint(0, frames - k, (1,), generator=generator)) if use else 0  # >= 1 new frame
     found = {"context_frames": torch.tensor(k), "offset": torch.tensor(offset)}
     if cfg.context_noise > 0:  # drawn last: runs without it keep their stream
         found["context_noise"] = torch.rand(1, generator=generator)[0] * cfg.context_noise * use
@@ -94,8 +106,9 @@ def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty
     start = clean[:, :, :1] if start is None else start.to(device)
     proj = dit.project_start(start)
     k, offset = int(draws.get("context_frames", 0)), int(draws.get("offset", 0))
-    clean, noise = clean[:, :, offset:], noise[:, :, offset:]  # the window (the whole clip when offset is 0)
-    mask = mask[:, :, offset:].to(device) if mask is not None and cfg.region_weight > 0 else None
+    end = offset + cfg.window if 0 < cfg.window < clean.shape[2] else None
+    clean, noise = clean[:, :, offset:end], noise[:, :, offset:end]  # the window (else the clip from `offset`)
+    mask = mask[:, :, offset:end].to(device) if mask is not None and cfg.region_weight > 0 else None
     x_t, target = training_pair(clean, noise, sigma, proj)
     t = timesteps_from_sigmas(sigma)
     if k:  # clean context before the noised frames, at timestep 0 (per-frame time terms)
