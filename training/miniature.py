@@ -241,6 +241,18 @@ def _finished(record: Path, fields: dict) -> dict | None:
     return saved if saved is not None and _made_from(saved.get("recipe", {}), fields) else None
 
 
+def _reusable(stage: str, record: Path, fields: dict, made: Path, valid: bool = True, log=print) -> dict | None:
+    """The record of a finished stage whose output `made` exists, when `valid` (what it was made from was
+    reused) and its recipe fields match. Else None, and the record goes: a stage half made again must not
+    pass for the old one."""
+    saved = _finished(record, fields) if valid and made.exists() else None
+    if saved is None:
+        record.unlink(missing_ok=True)
+    else:
+        log(f"{stage}: reusing {made} (its recipe fields match {record})")
+    return saved
+
+
 def _write_record(record: Path, fields: dict, started: float, **extra) -> None:
     minutes = round((time.perf_counter() - started) / 60, 1)
     record.write_text(json.dumps({"recipe": fields, "minutes": minutes, **extra}, indent=1))
@@ -253,9 +265,8 @@ def vae_stage(recipe: Recipe, out: Path, log=print) -> tuple[WanVAE, dict, float
     (the stage is deterministic). Returns the VAE, its card and the minutes it took when reused (else None).
     """
     path, record, fields = out / "weights" / "toy_vae.safetensors", out / VAE_STAGE, _vae_fields(recipe)
-    saved = _finished(record, fields) if path.exists() else None
+    saved = _reusable("vae", record, fields, path, log=log)
     if saved is not None:
-        log(f"vae: reusing {path} (its recipe fields match {record})")
         return load(path, "vae").model.eval(), saved["card"], saved["minutes"]
     started = time.perf_counter()
     vae, card = train_toy_vae(recipe, log)
@@ -271,11 +282,9 @@ def cache_stage(recipe: Recipe, out: Path, dataset: ClipDataset, vae: WanVAE, en
     minutes it took when reused (else None)."""
     fields = {**_vae_fields(recipe), "clips": recipe.clips, "frames": recipe.frames, "vlm_hidden": recipe.vlm_hidden}
     record, manifest = out / CACHE_STAGE, out / "cache" / "manifest.json"
-    saved = _finished(record, fields) if vae_reused and manifest.exists() else None
+    saved = _reusable("cache", record, fields, manifest, vae_reused, log)
     if saved is not None:
-        log(f"cache: reusing {manifest.parent} (its recipe fields match {record})")
         return json.loads(manifest.read_text()), saved["minutes"]
-    record.unlink(missing_ok=True)  # a cache half made again must not pass for the old one
     started = time.perf_counter()
     built = build_cache(dataset, vae, encoder, out / "cache", batch_size=len(STYLES))
     _write_record(record, fields, started)
@@ -351,11 +360,9 @@ def dit_stage(recipe: Recipe, out: Path, resume: bool, log=print) -> tuple[Path,
     fields on a reused cache (`resume`). Returns the export, its losses and the minutes it took when reused."""
     record, fields = out / DIT_STAGE, _dit_fields(recipe)
     exported = out / "dit_run" / "export" / "dit.safetensors"
-    saved = _finished(record, fields) if resume and exported.exists() else None
+    saved = _reusable("dit", record, fields, exported, resume, log)
     if saved is not None:
-        log(f"dit: reusing {exported.parent} (its recipe fields match {record})")
         return exported, _losses(out / "dit_run"), saved["minutes"]
-    record.unlink(missing_ok=True)
     started = time.perf_counter()
     exported, losses = train_toy_dit(recipe, out / "cache", out, resume)
     _write_record(record, fields, started)
@@ -394,11 +401,9 @@ def long_cache_stage(recipe: Recipe, out: Path, vae: WanVAE, encoder: VLMEncoder
     fields = {**_vae_fields(recipe), "long_clips": recipe.long_clips, "long_frames": recipe.long_frames,
               "vlm_hidden": recipe.vlm_hidden}
     record, manifest = out / LONG_CACHE_STAGE, out / "long_cache" / "manifest.json"
-    saved = _finished(record, fields) if cache_valid and manifest.exists() else None
+    saved = _reusable("long cache", record, fields, manifest, cache_valid, log)
     if saved is not None:
-        log(f"long cache: reusing {manifest.parent} (its recipe fields match {record})")
         return saved["minutes"]
-    record.unlink(missing_ok=True)
     entries, _ = read_meta(meta)
     build_cache(ClipDataset(entries, recipe.long_frames, 16, ((recipe.size, recipe.size),)), vae, encoder,
                 out / "long_cache", batch_size=len(STYLES))
@@ -415,11 +420,9 @@ def continuation_stage(recipe: Recipe, out: Path, exported: Path, resume: bool,
     took when reused (else None)."""
     run, record, fields = out / "long_run", out / LONG_STAGE, {**_recipe_json(recipe), "toy_world": WORLD_VERSION}
     done = run / "export" / "dit.safetensors"
-    saved = _finished(record, fields) if resume and done.exists() else None
+    saved = _reusable("continuation", record, fields, done, resume, log)
     if saved is not None:
-        log(f"continuation: reusing {done.parent} (its recipe fields match {record})")
         return done, _losses(run), saved["minutes"]
-    record.unlink(missing_ok=True)
     started = time.perf_counter()
     _run_folder(run, fields, resume)
     cfg = TrainConfig(mode="all", steps=recipe.long_steps, batch_size=recipe.batch_size, lr=recipe.long_lr,
