@@ -346,13 +346,19 @@ def train_toy_dit(recipe: Recipe, cache: Path, out: Path, resume: bool = True) -
     torch.manual_seed(recipe.seed)
     save_file(WanDiT(recipe.dit).state_dict(), str(out / "dit_init.safetensors"),
               metadata={"dit_config": recipe.dit.to_json()})
-    cfg = TrainConfig(mode="all", steps=recipe.dit_steps, batch_size=recipe.batch_size, lr=recipe.lr,
-                      warmup_steps=min(100, recipe.dit_steps // 10), schedule="cosine", weight_decay=0.0,
-                      ema_decay=recipe.ema_decay, text_drop=0.1, seed=recipe.seed, output_dir=str(out / "dit_run"),
-                      shift=recipe.dit_shift, continuation=recipe.continuation, max_context=recipe.max_context,
-                      context_noise=recipe.context_noise, region_weight=recipe.object_weight)
+    cfg = _train_config(recipe, out / "dit_run", recipe.dit_steps, recipe.lr, recipe.continuation)
     exported = train(cfg, cache, out / "dit_init.safetensors")
     return exported, _losses(out / "dit_run")
+
+
+def _train_config(recipe: Recipe, run: Path, steps: int, lr: float, continuation: float,
+                  window: int = 0) -> TrainConfig:
+    """The DiT and adapter training both DiT stages share (mode "all", cosine, EMA, the objects weighted)."""
+    return TrainConfig(mode="all", steps=steps, batch_size=recipe.batch_size, lr=lr,
+                       warmup_steps=min(100, steps // 10), schedule="cosine", weight_decay=0.0,
+                       ema_decay=recipe.ema_decay, text_drop=0.1, seed=recipe.seed, output_dir=str(run),
+                       shift=recipe.dit_shift, continuation=continuation, max_context=recipe.max_context,
+                       context_noise=recipe.context_noise, region_weight=recipe.object_weight, window=window)
 
 
 def dit_stage(recipe: Recipe, out: Path, resume: bool, log=print) -> tuple[Path, list[float], float | None]:
@@ -425,12 +431,8 @@ def continuation_stage(recipe: Recipe, out: Path, exported: Path, resume: bool,
         return done, _losses(run), saved["minutes"]
     started = time.perf_counter()
     _run_folder(run, fields, resume)
-    cfg = TrainConfig(mode="all", steps=recipe.long_steps, batch_size=recipe.batch_size, lr=recipe.long_lr,
-                      warmup_steps=min(100, recipe.long_steps // 10), schedule="cosine", weight_decay=0.0,
-                      ema_decay=recipe.ema_decay, text_drop=0.1, seed=recipe.seed, output_dir=str(run),
-                      shift=recipe.dit_shift, continuation=recipe.long_continuation, max_context=recipe.max_context,
-                      context_noise=recipe.context_noise, region_weight=recipe.object_weight,
-                      window=recipe.context_frames + recipe.new_frames)
+    cfg = _train_config(recipe, run, recipe.long_steps, recipe.long_lr, recipe.long_continuation,
+                        window=recipe.context_frames + recipe.new_frames)
     long_export = train(cfg, out / "long_cache", exported / "dit.safetensors", str(exported / "adapter.safetensors"))
     _write_record(record, fields, started)
     return long_export, _losses(run), None
