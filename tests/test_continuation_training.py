@@ -7,7 +7,8 @@ import torch
 from test_training import CFG, _padded, _train
 
 from training.config import ConfigError, TrainConfig
-from training.objective import ObjectiveConfig, draw, flashi2v_loss
+from training.objective import ObjectiveConfig, _estimate, draw, flashi2v_loss
+from uniworld_core.model import high_frequency
 from uniworld_core.model.dit import WanDiT
 from uniworld_core.model.flashi2v import shift_latents
 from uniworld_core.sampling.sampler import _step_inputs
@@ -89,7 +90,8 @@ def test_draws_mix_continuations_into_plain_batches_and_keep_the_plain_stream():
     assert all(int(d["offset"]) == 0 for d in mixed if int(d["context_frames"]) == 0)
 
 
-@pytest.mark.parametrize("field,value", [("continuation", 1.5), ("continuation", -0.1), ("max_context", 0)])
+@pytest.mark.parametrize("field,value", [("continuation", 1.5), ("continuation", -0.1), ("max_context", 0),
+                                         ("context_estimate", 1.0), ("context_estimate", -0.1)])
 def test_continuation_settings_are_checked(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
@@ -128,6 +130,50 @@ def test_context_noise_mixes_the_context_slots_noise_into_the_context():
     drawn = [draw((1, 16, FRAMES, 4, 4), ObjectiveConfig(continuation=1.0, context_noise=0.1),
                   torch.Generator().manual_seed(s))["context_noise"] for s in range(50)]
     assert all(0 <= float(d) <= 0.1 for d in drawn) and len({float(d) for d in drawn}) > 40
+
+
+@torch.no_grad()
+def test_the_estimate_inverts_the_flashi2v_pair():
+    """A DiT that predicts the true velocity (noise - clean) gives back the clean latents exactly."""
+    gen = torch.Generator().manual_seed(2)
+    clean, noise, proj = (torch.randn(1, 16, 2, 4, 4, generator=gen) for _ in range(3))
+    seen = {}
+
+    def oracle(x, t, context, features):
+        seen.update(t=t)
+        return noise - clean
+
+    estimate = _estimate(oracle, clean, noise, 0.4, proj, torch.zeros(1, 5, 12), torch.zeros(1, 16, 2, 4, 4))
+    torch.testing.assert_close(estimate, clean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(seen["t"], timesteps_from_sigmas(torch.tensor([0.4, 0.4]))[None])
+
+
+@torch.no_grad()
+def test_context_estimate_gives_the_dit_its_own_estimate_of_the_context():
+    """The context slots hold the DiT's one-step estimate of the clean context from noise level e (its own
+    noise), still at timestep 0; the new frames are untouched."""
+    dit, data = _dit(), _clips(1)
+    clean, context = data["latents"], data["features"]
+    noise = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(9))
+    draws = {**_draws(2, 0), "context_estimate": torch.tensor(0.5), "estimate_noise": noise}
+    seen = _inputs_seen(dit, clean, context, draws)  # the hook keeps the last call: the scored one
+    plain = _inputs_seen(dit, clean, context, _draws(2, 0))
+    proj = dit.project_start(clean[:, :, :1])
+    features = high_frequency(clean[:, :, :1], torch.tensor([0.3])).expand(-1, -1, 2, -1, -1)
+    own = _estimate(dit, clean[:, :, :2], noise, 0.5, proj, context, features)
+    torch.testing.assert_close(seen["x"][:, :, :2], own - proj, rtol=1e-5, atol=1e-5)
+    assert (own - clean[:, :, :2]).abs().mean() > 0.05  # an untrained DiT's estimate is not the clean context
+    torch.testing.assert_close(seen["x"][:, :, 2:], plain["x"][:, :, 2:])
+    assert torch.equal(seen["t"], plain["t"])
+    cfg = ObjectiveConfig(continuation=1.0, context_estimate=0.6)
+    drawn = [draw((1, 16, FRAMES, 4, 4), cfg, torch.Generator().manual_seed(s)) for s in range(50)]
+    plain_drawn = [draw((1, 16, FRAMES, 4, 4), ObjectiveConfig(continuation=1.0), torch.Generator().manual_seed(s))
+                   for s in range(50)]
+    assert all(0 <= float(d["context_estimate"]) <= 0.6 for d in drawn)
+    assert len({float(d["context_estimate"]) for d in drawn}) > 40
+    assert all(d["estimate_noise"].shape[2] == max(int(d["context_frames"]), 1) for d in drawn)
+    assert all(torch.equal(a["noise"], b["noise"]) and torch.equal(a["context_frames"], b["context_frames"])
+               for a, b in zip(drawn, plain_drawn))  # drawn last: the rest of the stream is unchanged
 
 
 def _long_clip(frames: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ class TrainConfig:
     continuation: float = 0.0  # share of batches trained to continue clean context frames (long videos)
     max_context: int = 4  # most context latent frames a continuation batch sees
     context_noise: float = 0.0  # continuation: corrupt the context by up to this share of noise (0 = clean)
+    context_estimate: float = 0.0  # continuation: the context as the DiT's own estimate from up to this noise
     window: int = 0  # latent frames per training window on longer clips (0 = whole clips; training.objective)
     region_weight: float = 0.0  # extra loss weight of the cells a cached `loss_mask` marks (0 = off)
     lora_rank: int = 16
@@ -66,6 +67,7 @@ class TrainConfig:
             ("continuation", 0 <= self.continuation <= 1, "in [0, 1] (the share of continuation batches)"),
             ("max_context", self.max_context >= 1, "at least 1 latent frame"),
             ("context_noise", 0 <= self.context_noise < 1, "in [0, 1)"),
+            ("context_estimate", 0 <= self.context_estimate < 1, "in [0, 1) (0 = off)"),
             ("window", self.window == 0 or self.window >= 2, "0 (whole clips) or at least 2 latent frames"),
             ("region_weight", self.region_weight >= 0, "non-negative (0 = off)"),
             ("lora_rank", self.lora_rank >= 1, "at least 1"),

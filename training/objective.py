@@ -42,6 +42,11 @@ class ObjectiveConfig:
     # s ~ U[0, context_noise], still at timestep 0, so the DiT learns not to trust its context exactly: at
     # inference the context is its own imperfect output.
     context_noise: float = 0.0
+    # Self-estimated context (0 = off): a continuation batch's context becomes the DiT's own one-step estimate
+    # of it from noise level s ~ U[0, context_estimate] (no gradient). The sampler's chunks are soft and fade
+    # their objects; clean VAE latents never are. With this the DiT learns to continue context as imperfect as
+    # its own output, rather than Gaussian-corrupted context, which the miniature ignored (docs/long_video.md).
+    context_estimate: float = 0.0
     # Training window in latent frames (0 = the whole clip). On clips longer than it (issue #23's long toy
     # clips), an I2SV batch takes the clip's first `window` frames and a continuation batch a window starting at
     # latent frame 1 or later: exactly the shape of an inference continuation, whose context is never the
@@ -69,12 +74,14 @@ def draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generato
     drop = torch.rand(batch, generator=generator) < cfg.text_drop
     found = {"noise": noise[part], "sigma": sigma[part], "ratio": ratio[part], "drop": drop[part]}
     if cfg.continuation > 0:  # drawn after the rest: plain runs keep their stream
-        found.update(_continuation_draw(shape[2], cfg, generator))
+        found.update(_continuation_draw(shape, cfg, generator))
     return found
 
 
-def _continuation_draw(frames: int, cfg: ObjectiveConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def _continuation_draw(shape: tuple[int, ...], cfg: ObjectiveConfig,
+                       generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A batch's context length k (0 = an I2SV batch) and the latent frame its window starts at."""
+    frames = shape[2]
     use = float(torch.rand(1, generator=generator)) < cfg.continuation and frames > 1
     fixed = 0 < cfg.window < frames  # a window of `window` frames, mid-clip for continuations
     span = cfg.window if fixed else frames
@@ -86,6 +93,9 @@ def _continuation_draw(frames: int, cfg: ObjectiveConfig, generator: torch.Gener
     found = {"context_frames": torch.tensor(k), "offset": torch.tensor(offset)}
     if cfg.context_noise > 0:  # drawn last: runs without it keep their stream
         found["context_noise"] = torch.rand(1, generator=generator)[0] * cfg.context_noise * use
+    if cfg.context_estimate > 0:  # after context_noise, for the same reason
+        found["context_estimate"] = torch.rand(1, generator=generator)[0] * cfg.context_estimate * use
+        found["estimate_noise"] = torch.randn((shape[0], shape[1], max(k, 1), *shape[3:]), generator=generator)
     return found
 
 
@@ -111,19 +121,36 @@ def flashi2v_loss(dit: WanDiT, clean: torch.Tensor, context: torch.Tensor, empty
     mask = mask[:, :, offset:end].to(device) if mask is not None and cfg.region_weight > 0 else None
     x_t, target = training_pair(clean, noise, sigma, proj)
     t = timesteps_from_sigmas(sigma)
-    if k:  # clean context before the noised frames, at timestep 0 (per-frame time terms)
-        s = float(draws.get("context_noise", 0.0))  # the noise of the context slots is otherwise unused
-        context_frames = (1 - s) * clean[:, :, :k].float() + s * noise[:, :, :k].float()
-        x_t = torch.cat([context_frames - proj.float(), x_t[:, :, k:]], dim=2)
-        t = torch.cat([torch.zeros(t.shape[0], k, device=device), t[:, None].expand(-1, clean.shape[2] - k)], 1)
     features = high_frequency(start, draws["ratio"].to(device)).expand(-1, -1, clean.shape[2], -1, -1)
     drop = draws["drop"].to(device)
     context = torch.where(drop[:, None, None], empty_context.expand_as(context), context)
     dtype = dit.patch_embedding.weight.dtype
+    if k:  # clean context before the noised frames, at timestep 0 (per-frame time terms)
+        context_frames = clean[:, :, :k].float()
+        e = float(draws.get("context_estimate", 0.0))
+        if e > 0:
+            context_frames = _estimate(dit, context_frames, draws["estimate_noise"][:, :, :k].to(device), e, proj,
+                                       context.to(dtype), features[:, :, :k].to(dtype))
+        s = float(draws.get("context_noise", 0.0))  # the noise of the context slots is otherwise unused
+        context_frames = (1 - s) * context_frames + s * noise[:, :, :k].float()
+        x_t = torch.cat([context_frames - proj.float(), x_t[:, :, k:]], dim=2)
+        t = torch.cat([torch.zeros(t.shape[0], k, device=device), t[:, None].expand(-1, clean.shape[2] - k)], 1)
     velocity = dit(x_t.to(dtype), t, context.to(dtype), features.to(dtype))
     if mask is None:
         return F.mse_loss(velocity[:, :, k:].float(), target[:, :, k:])
     return weighted_mse(velocity[:, :, k:].float(), target[:, :, k:], 1 + cfg.region_weight * mask[:, :, k:])
+
+
+@torch.no_grad()
+def _estimate(dit: WanDiT, clean: torch.Tensor, noise: torch.Tensor, sigma: float, proj: torch.Tensor,
+              context: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """The DiT's one-step estimate of clean latents [B, z, k, h, w] from their noised copy at `sigma`:
+    x0 = x_t + proj - sigma * v (the FlashI2V pair inverted), in float32."""
+    sigmas = torch.full((clean.shape[0],), sigma, device=clean.device)
+    x_t, _ = training_pair(clean, noise, sigmas, proj)
+    t = timesteps_from_sigmas(sigmas)[:, None].expand(-1, clean.shape[2])
+    velocity = dit(x_t.to(features.dtype), t, context, features).float()
+    return x_t + proj.float() - sigma * velocity
 
 
 def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -123,7 +123,7 @@ class Trainer:
         self.objective = ObjectiveConfig(text_drop=cfg.text_drop, shift=cfg.shift, fourier_range=cfg.fourier_range,
                                          continuation=cfg.continuation, max_context=cfg.max_context,
                                          context_noise=cfg.context_noise, region_weight=cfg.region_weight,
-                                         window=cfg.window)
+                                         context_estimate=cfg.context_estimate, window=cfg.window)
         # the same stream on every process: each draws the global batch and keeps its part
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
