@@ -172,6 +172,11 @@ def test_context_estimate_gives_the_dit_its_own_estimate_of_the_context():
     assert all(0 <= float(d["context_estimate"]) <= 0.6 for d in drawn)
     assert len({float(d["context_estimate"]) for d in drawn}) > 40
     assert all(d["estimate_noise"].shape[2] == max(int(d["context_frames"]), 1) for d in drawn)
+    halves = [draw((2, 16, FRAMES, 4, 4), cfg, torch.Generator().manual_seed(4), part) for part in
+              (slice(None), slice(0, 1), slice(1, 2))]  # data-parallel processes each keep their samples' noise
+    split = torch.cat([halves[1]["estimate_noise"], halves[2]["estimate_noise"]])
+    assert torch.equal(split, halves[0]["estimate_noise"])
+    assert halves[1]["estimate_noise"].shape[0] == 1
     assert all(torch.equal(a["noise"], b["noise"]) and torch.equal(a["context_frames"], b["context_frames"])
                for a, b in zip(drawn, plain_drawn))  # drawn last: the rest of the stream is unchanged
 

@@ -45,7 +45,8 @@ class ObjectiveConfig:
     # Self-estimated context (0 = off): a continuation batch's context becomes the DiT's own one-step estimate
     # of it from noise level s ~ U[0, context_estimate] (no gradient). The sampler's chunks are soft and fade
     # their objects; clean VAE latents never are. With this the DiT learns to continue context as imperfect as
-    # its own output, rather than Gaussian-corrupted context, which the miniature ignored (docs/long_video.md).
+    # its own output. Measured on the miniature: no gain over clean context, as with context_noise
+    # (docs/training.md, run 14).
     context_estimate: float = 0.0
     # Training window in latent frames (0 = the whole clip). On clips longer than it (issue #23's long toy
     # clips), an I2SV batch takes the clip's first `window` frames and a continuation batch a window starting at
@@ -74,13 +75,14 @@ def draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generato
     drop = torch.rand(batch, generator=generator) < cfg.text_drop
     found = {"noise": noise[part], "sigma": sigma[part], "ratio": ratio[part], "drop": drop[part]}
     if cfg.continuation > 0:  # drawn after the rest: plain runs keep their stream
-        found.update(_continuation_draw(shape, cfg, generator))
+        found.update(_continuation_draw(shape, cfg, generator, part))
     return found
 
 
-def _continuation_draw(shape: tuple[int, ...], cfg: ObjectiveConfig,
-                       generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """A batch's context length k (0 = an I2SV batch) and the latent frame its window starts at."""
+def _continuation_draw(shape: tuple[int, ...], cfg: ObjectiveConfig, generator: torch.Generator,
+                       part: slice = slice(None)) -> dict[str, torch.Tensor]:
+    """A batch's context length k (0 = an I2SV batch), the latent frame its window starts at and the context
+    corruption draws (the per-sample ones cut to this process's `part`)."""
     frames = shape[2]
     use = float(torch.rand(1, generator=generator)) < cfg.continuation and frames > 1
     fixed = 0 < cfg.window < frames  # a window of `window` frames, mid-clip for continuations
@@ -95,7 +97,8 @@ def _continuation_draw(shape: tuple[int, ...], cfg: ObjectiveConfig,
         found["context_noise"] = torch.rand(1, generator=generator)[0] * cfg.context_noise * use
     if cfg.context_estimate > 0:  # after context_noise, for the same reason
         found["context_estimate"] = torch.rand(1, generator=generator)[0] * cfg.context_estimate * use
-        found["estimate_noise"] = torch.randn((shape[0], shape[1], max(k, 1), *shape[3:]), generator=generator)
+        noise = torch.randn((shape[0], shape[1], max(k, 1), *shape[3:]), generator=generator)
+        found["estimate_noise"] = noise[part]
     return found
 
 
