@@ -402,14 +402,14 @@ def long_cache_stage(recipe: Recipe, out: Path, vae: WanVAE, encoder: VLMEncoder
     """The continuation stage's data: `long_clips` toy photos rendered `long_frames` long, cached with their
     object masks. Reused when `cache_valid` (the VAE and VLM are unchanged) and its recipe fields match;
     returns the minutes it took when reused (else None)."""
-    started = time.perf_counter()
-    meta = write_dataset(out / "long_data", recipe.long_clips, recipe.long_frames, recipe.size, recipe.seed)
     fields = {**_vae_fields(recipe), "long_clips": recipe.long_clips, "long_frames": recipe.long_frames,
               "vlm_hidden": recipe.vlm_hidden}
     record, manifest = out / LONG_CACHE_STAGE, out / "long_cache" / "manifest.json"
     saved = _reusable("long cache", record, fields, manifest, cache_valid, log)
     if saved is not None:
         return saved["minutes"]
+    started = time.perf_counter()  # the long clips are rendered only for a cache made (again)
+    meta = write_dataset(out / "long_data", recipe.long_clips, recipe.long_frames, recipe.size, recipe.seed)
     entries, _ = read_meta(meta)
     build_cache(ClipDataset(entries, recipe.long_frames, 16, ((recipe.size, recipe.size),)), vae, encoder,
                 out / "long_cache", batch_size=len(STYLES))
